@@ -1,0 +1,46 @@
+"""Two-view SSL transforms and the eval transform work on uint8 tensors, colour and grayscale."""
+
+import pytest
+import torch
+
+from zoo.data import TwoViews, eval_transform, ssl_transform
+from zoo.data.transforms import PAPER_CROP_SCALE
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("recipe", ["simclr", "original"])
+def test_ssl_views_are_normalised_float_and_differ(channels, recipe):
+    torch.manual_seed(0)
+    image = torch.randint(0, 256, (channels, 80, 60), dtype=torch.uint8)
+    views = TwoViews(ssl_transform(32, channels, (0.5,) * channels, (0.25,) * channels, recipe=recipe))(image)
+    for v in views:
+        assert v.shape == (channels, 32, 32) and v.dtype == torch.float32
+    assert not torch.equal(*views)
+
+
+def test_batched_uint8_input():
+    batch = torch.randint(0, 256, (5, 3, 40, 40), dtype=torch.uint8)
+    assert ssl_transform(24)(batch).shape == (5, 3, 24, 24)
+
+
+def test_paper_mode_uses_the_original_crop_scale():
+    t = ssl_transform(32, paper_mode=True)
+    assert t.transforms[0].scale == PAPER_CROP_SCALE
+    assert any(type(op).__name__ == "RandomSolarize" for op in t.transforms)
+    assert ssl_transform(32).transforms[0].scale == (0.08, 1.0)
+    with pytest.raises(ValueError, match="valid: simclr, original"):
+        ssl_transform(32, recipe="byol")
+
+
+def test_eval_transform_follows_the_timm_data_config():
+    cfg = {
+        "input_size": (3, 224, 224),
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+    }
+    image = torch.full((3, 300, 400), 255, dtype=torch.uint8)
+    out = eval_transform(cfg)(image)
+    assert out.shape == (3, 224, 224)
+    assert torch.allclose(out, torch.ones_like(out))  # (1 - 0.5) / 0.5

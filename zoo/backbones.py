@@ -1,0 +1,37 @@
+"""timm backbones as SSL encoders: any timm architecture, no classifier, 1 or 3 input channels."""
+
+from __future__ import annotations
+
+import difflib
+
+import timm
+from torch import nn
+
+__all__ = ["create_backbone", "check_architecture"]
+
+
+def check_architecture(name: str) -> None:
+    """Raise ``ValueError`` with close matches when ``name`` is not a timm architecture."""
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+    hint = f" Close matches: {', '.join(close)}." if close else ""
+    raise ValueError(
+        f'Unknown timm architecture {name!r}.{hint} Run `python -c "import timm; print(timm.list_models())"` '
+        "for the full list."
+    )
+
+
+def create_backbone(name: str, in_chans: int = 3, pretrained: bool = False, **kwargs) -> nn.Module:
+    """Build ``name`` with timm as a feature extractor: ``num_classes=0`` so ``forward`` returns pooled
+    features of size ``model.num_features`` (2048 for a ResNet-50, 512 for a ResNet-18, ...).
+
+    ``in_chans=1`` gives a one-channel stem for grayscale X-ray data (timm sums the RGB stem weights when
+    pretrained weights are loaded); ``in_chans=3`` with grayscale converted to RGB is the original study's
+    choice. ResNets are created with ``zero_init_last=True`` (timm's default), as the study's
+    ``zero_init_residual=True``.
+    """
+    check_architecture(name)
+    if in_chans not in (1, 3):
+        raise ValueError(f"in_chans must be 1 (grayscale stem) or 3 (RGB), got {in_chans}")
+    return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)

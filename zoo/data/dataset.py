@@ -1,0 +1,355 @@
+"""Loading any registered dataset into records with seeded splits, and reading its pixels."""
+
+from __future__ import annotations
+
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+
+from zoo.data import synthetic
+from zoo.data._registry import DatasetSpec, get_dataset_spec
+from zoo.data.images import ImageDecodeError, read_image
+from zoo.data.layout import candidate_roots, find_child, is_junk, list_images
+from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
+
+__all__ = ["DatasetNotFoundError", "MedicalDataset", "SplitDataset", "load_dataset", "MAX_BAD_FRACTION"]
+
+log = logging.getLogger(__name__)
+MAX_BAD_FRACTION = 0.05  # more unreadable images than this is an error, not something to skip
+
+MEDMNIST_LABELS = {
+    "pathmnist": (
+        "adipose",
+        "background",
+        "debris",
+        "lymphocytes",
+        "mucus",
+        "smooth_muscle",
+        "normal_colon_mucosa",
+        "cancer_associated_stroma",
+        "colorectal_adenocarcinoma_epithelium",
+    ),
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal_or_benign"),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset root is missing or does not contain the expected layout."""
+
+
+@dataclass
+class MedicalDataset:
+    """A dataset's images as records (key, label, split, group) plus the way to read their pixels.
+
+    ``key`` is a path relative to ``base`` for folder datasets, or a row id into ``pixels`` for in-memory ones
+    (MedMNIST, synthetic).
+    """
+
+    spec: DatasetSpec
+    class_names: list[str]
+    records: list[Record]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    base: Path | None = None
+    pixels: np.ndarray | None = None  # N x H x W x C uint8, in-memory kinds only
+    rows: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def indices(self, split: str) -> list[int]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+        return [i for i, r in enumerate(self.records) if r.split == split]
+
+    def counts(self) -> dict[str, list[int]]:
+        """Images per class in each split."""
+        return {
+            s: np.bincount(
+                [self.records[i].label for i in self.indices(s)], minlength=self.num_classes
+            ).tolist()
+            for s in SPLITS
+        }
+
+    def read(self, i: int) -> torch.Tensor:
+        """Image ``i`` as uint8 C x H x W (may raise :class:`ImageDecodeError`)."""
+        key = self.records[i].key
+        if self.pixels is not None:
+            array = self.pixels[self.rows[key]]
+            array = array[:, :, None] if array.ndim == 2 else array
+            tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+            return _match_channels(tensor, self.channels)
+        return read_image(self.base / key, self.channels)
+
+    def split(self, name: str, transform=None) -> SplitDataset:
+        return SplitDataset(self, self.indices(name), transform)
+
+    def write_manifest(self, path: str | Path) -> str:
+        """Write the split manifest CSV; returns its sha256."""
+        return write_manifest(path, self.records, self.class_names)
+
+    def decode(self, split: str, size: int, num_threads: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode a whole split once, resized to ``size`` x ``size``: (N x C x S x S uint8, N labels).
+
+        Unreadable images are skipped and counted; more than ``MAX_BAD_FRACTION`` of them (and more than one) is
+        an error.
+        """
+        idx = self.indices(split)
+
+        def load(i: int) -> torch.Tensor | None:
+            try:
+                return TF.resize(self.read(i), [size, size], antialias=True)
+            except ImageDecodeError as e:
+                log.warning("skipping %s", e)
+                return None
+
+        with ThreadPoolExecutor(max(1, num_threads)) as pool:
+            images = list(pool.map(load, idx))
+        good = [k for k, im in enumerate(images) if im is not None]
+        bad = len(idx) - len(good)
+        if bad:
+            log.warning("%s/%s: skipped %d unreadable of %d images", self.spec.name, split, bad, len(idx))
+        if bad > max(1.0, MAX_BAD_FRACTION * len(idx)):
+            raise ValueError(
+                f"{bad} of {len(idx)} images in the {split} split of {self.spec.name} could not be read "
+                f"(more than {MAX_BAD_FRACTION:.0%}); check the files (see the log for their names)."
+            )
+        if not good:
+            raise ValueError(f"the {split} split of {self.spec.name} has no readable image")
+        stacked = torch.stack([images[k] for k in good])
+        labels = torch.tensor([self.records[idx[k]].label for k in good])
+        return stacked, labels
+
+
+class SplitDataset(Dataset):
+    """A torch ``Dataset`` over one split: ``(transform(uint8 C x H x W), label)``."""
+
+    def __init__(self, dataset: MedicalDataset, indices: list[int], transform=None):
+        self.dataset, self.indices, self.transform = dataset, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image = self.dataset.read(self.indices[i])
+        label = self.dataset.records[self.indices[i]].label
+        return (self.transform(image) if self.transform else image), label
+
+
+def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    if image.shape[0] == channels:
+        return image
+    if channels == 3:
+        return image.expand(3, -1, -1).contiguous()
+    return TF.rgb_to_grayscale(image)
+
+
+def _not_found(spec: DatasetSpec, root: Path | None, why: str) -> DatasetNotFoundError:
+    where = f" Download it from {spec.url} and unzip it there." if spec.url else ""
+    return DatasetNotFoundError(
+        f"{spec.name}: {why}. Expected the layout {spec.expected_layout()} under the dataset root "
+        f"(given: {root}); wrapper folders such as archive/ are fine.{where}"
+    )
+
+
+def _split_folders(spec: DatasetSpec, folder: Path) -> dict[str, Path]:
+    names = spec.split_dirs or (("train", "val", "test") if spec.class_names is None else ())
+    found = {name: find_child(folder, name) for name in names}
+    return {name: path for name, path in found.items() if path is not None}
+
+
+def _class_folders(spec: DatasetSpec, parents: list[Path]) -> list[str]:
+    if spec.class_names is not None:
+        return list(spec.class_names)
+    names = {c.name for p in parents for c in p.iterdir() if c.is_dir() and not is_junk(c.name)}
+    return sorted(names)
+
+
+def _locate(spec: DatasetSpec, root: Path) -> tuple[Path, dict[str, Path]]:
+    """Find the folder holding the layout: (base, {official split: folder}) — shallowest match wins."""
+    for folder in candidate_roots(root) if spec.class_names else [root]:
+        splits = _split_folders(spec, folder)
+        if spec.split_dirs and len(splits) < len(spec.split_dirs):
+            continue
+        parents = list(splits.values()) or [folder]
+        if spec.class_names is None or any(find_child(p, c) for p in parents for c in spec.class_names):
+            return folder, splits
+    raise _not_found(spec, root, "no folder with the expected layout was found")
+
+
+def _group(spec: DatasetSpec, path: Path, official: str | None) -> str:
+    match = re.search(spec.group_pattern, path.name) if spec.group_pattern else None
+    key = match.group(1) if match else path.stem
+    return f"{official}/{key}" if spec.group_per_split and official else key
+
+
+def _scan_folder(spec: DatasetSpec, root: Path) -> tuple[Path, list[str], list[Record]]:
+    if not root.is_dir():
+        raise _not_found(spec, root, "the dataset root does not exist")
+    base, splits = _locate(spec, root)
+    parents = splits or {None: base}
+    class_names = _class_folders(spec, list(parents.values()))
+    if len(class_names) < 2:
+        raise ValueError(f"{spec.name}: found {len(class_names)} class folder(s) in {base}; need at least 2.")
+    records: list[Record] = []
+    for label, name in enumerate(class_names):
+        n_before = len(records)
+        for official, parent in parents.items():
+            folder = find_child(parent, name)
+            for path in list_images(folder, spec.extensions) if folder else []:
+                records.append(
+                    Record(path.relative_to(base).as_posix(), label, official, _group(spec, path, official))
+                )
+        if len(records) == n_before:
+            raise ValueError(
+                f"{spec.name}: class folder {name!r} is missing or has no {'/'.join(spec.extensions)} images under "
+                f"{base}; expected classes: {', '.join(class_names)}."
+            )
+    return base, class_names, records
+
+
+def _load_npz(spec: DatasetSpec, root: Path, flag: str | None = None, size: int | None = None):
+    path = root
+    if root.is_dir():
+        if flag is None:
+            raise ValueError(
+                "medmnist: pass the .npz file as root, or a folder plus flag=<name> (e.g. pathmnist)"
+            )
+        path = root / (f"{flag}.npz" if size in (None, 28) else f"{flag}_{size}.npz")
+    if not path.is_file():
+        raise _not_found(spec, path, "the MedMNIST .npz file does not exist")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
+        if missing:
+            raise ValueError(f"{path} is not a MedMNIST file: missing keys {missing}")
+        images = np.concatenate([npz[f"{s}_images"] for s in SPLITS])
+        labels = np.concatenate(
+            [npz[f"{s}_labels"].reshape(len(npz[f"{s}_labels"]), -1)[:, 0] for s in SPLITS]
+        )
+        splits = [s for s in SPLITS for _ in range(len(npz[f"{s}_images"]))]
+    stem = path.stem.split("_")[0]
+    num_classes = int(labels.max()) + 1
+    class_names = list(MEDMNIST_LABELS.get(stem, ()))
+    if len(class_names) != num_classes:  # an unknown flag, or a subset of a known one
+        class_names = [f"class_{i}" for i in range(num_classes)]
+    records = [Record(f"{splits[i]}/{i}", int(labels[i]), splits[i], str(i)) for i in range(len(labels))]
+    channels = 1 if images.ndim == 3 else 3
+    return images, class_names, records, channels
+
+
+def _load_synthetic(spec: DatasetSpec, num_images: int, size: int, seed: int):
+    if num_images < 8 * len(spec.class_names):
+        raise ValueError(
+            f"synthetic: num_images must be at least {8 * len(spec.class_names)}, got {num_images}"
+        )
+    images, labels = synthetic.generate(num_images, size, seed)
+    # five consecutive tiles of a class share a "slide" id, so grouped splits can be exercised
+    records = [Record(f"tile/{i}", int(y), None, f"slide{y}-{i // 20}") for i, y in enumerate(labels)]
+    return images, list(spec.class_names), records
+
+
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    channels: int | None = None,
+    split_policy: str | None = None,
+    grouped: bool = False,
+    seed: int = 16,
+    val_fraction: float | None = None,
+    test_fraction: float | None = None,
+    manifest: str | Path | None = None,
+    **options,
+) -> MedicalDataset:
+    """Load registered dataset ``name`` from ``root`` with seeded, stratified splits.
+
+    Args:
+        root: the unzipped download (any wrapper folder), a MedMNIST ``.npz``, or None for ``synthetic``.
+        channels: 1 or 3 to override the dataset's own (3 on a grayscale set = the study's RGB conversion).
+        split_policy: ``official`` or ``random``; default: the original study's policy for this dataset.
+        grouped: keep each slide / source image / patient on one side of every split (no leakage).
+        seed: split seed; 16 as in the original study.
+        manifest: a split manifest CSV to reuse instead of drawing a split (must match the files).
+        options: kind-specific (``synthetic``: num_images, size, seed; ``medmnist``: flag, size).
+    """
+    spec = get_dataset_spec(name)
+    unknown = set(options) - set(spec.options) - ({"flag", "size"} if spec.kind == "npz" else set())
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown options {sorted(unknown)}; valid: {sorted(spec.options) or 'none'}"
+        )
+    pixels, base, rows = None, None, {}
+    if spec.kind == "synthetic":
+        pixels, class_names, records = _load_synthetic(spec, **{**spec.options, **options})
+        native = 3
+    elif root is None:
+        raise _not_found(spec, None, "no dataset root was given")
+    elif spec.kind == "npz":
+        pixels, class_names, records, native = _load_npz(spec, Path(root), **options)
+    else:
+        base, class_names, records = _scan_folder(spec, Path(root))
+        native = spec.channels
+    if pixels is not None:
+        rows = {r.key: i for i, r in enumerate(records)}
+    records.sort(key=lambda r: r.key)  # file-system order never matters
+    policy = split_policy or spec.split_policy
+    if policy == "official" and spec.class_names is None and not any(r.split == "test" for r in records):
+        policy = "random"  # an imagefolder without a test folder
+    if grouped and spec.leaky_official_split:
+        policy = "random"  # the official split mixes groups: redraw it
+    if manifest is not None:
+        _apply_manifest(records, class_names, manifest)
+    else:
+        assign_splits(
+            records,
+            policy=policy,
+            seed=seed,
+            grouped=grouped,
+            merge_official_val=spec.merge_official_val,
+            val_fraction=val_fraction or spec.val_fraction,
+            test_fraction=test_fraction or spec.test_fraction,
+        )
+    channels = channels or native
+    mean, std = _normalisation(spec, native, channels)
+    return MedicalDataset(replace(spec), class_names, records, channels, mean, std, base, pixels, rows)
+
+
+def _normalisation(
+    spec: DatasetSpec, native: int, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if len(spec.mean) == channels:
+        return spec.mean, spec.std
+    if channels == 3:  # grayscale shown as RGB: the study's mean = std = 0.5
+        return (spec.mean[0],) * 3, (spec.std[0],) * 3
+    return (float(np.mean(spec.mean)),), (float(np.mean(spec.std)),)
+
+
+def _apply_manifest(records: list[Record], class_names: list[str], manifest: str | Path) -> None:
+    rows = {row[0]: row for row in read_manifest(manifest)}
+    on_disk = {r.key for r in records}
+    missing, extra = sorted(set(rows) - on_disk), sorted(on_disk - set(rows))
+    if missing or extra:
+        raise ValueError(
+            f"split manifest {manifest} does not match the files on disk: {len(missing)} listed but missing "
+            f"(e.g. {missing[:3]}), {len(extra)} on disk but not listed (e.g. {extra[:3]})."
+        )
+    for r in records:
+        _, label, split, _ = rows[r.key]
+        if label != class_names[r.label]:
+            raise ValueError(
+                f"split manifest {manifest}: {r.key} is labelled {label!r}, the folder says "
+                f"{class_names[r.label]!r}"
+            )
+        r.split = split

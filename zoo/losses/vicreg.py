@@ -1,0 +1,80 @@
+"""VICReg: variance-invariance-covariance regularisation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.distributed import gather
+from zoo.losses._checks import check_pair
+
+
+def off_diagonal(m: torch.Tensor) -> torch.Tensor:
+    """The off-diagonal entries of a square D x D matrix as a flat D*(D-1) vector."""
+    d = m.shape[0]
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+
+
+class VICRegLoss(nn.Module):
+    """VICReg loss, the official formulation.
+
+    Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised
+    Learning", ICLR 2022, Eq. (1)-(6):
+
+        s(Z, Z') = 1/N Σ_i |z_i - z'_i|²  (here as MSE, i.e. also ÷D, as in the official code)
+        v(Z) = 1/D Σ_j max(0, 1 - sqrt(Var(z^j) + ε))
+        c(Z) = 1/D Σ_{i≠j} C(Z)²_ij
+        L = λ s + μ (v(Z) + v(Z')) / 2 + ν (c(Z) + c(Z'))
+
+    with λ = μ = 25, ν = 1, ε = 1e-4. The official code averages the variance term over the two branches (÷2);
+    ``paper_mode=True`` sums it as the original study's code does. Under torch.distributed the statistics are
+    computed on the gathered global batch.
+
+    Shape:
+        z1, z2: N x D expander outputs, N >= 2. Output: scalar.
+
+    Example:
+        >>> loss = VICRegLoss()(torch.randn(16, 256), torch.randn(16, 256))
+    """
+
+    def __init__(
+        self,
+        invariance_weight: float = 25.0,
+        variance_weight: float = 25.0,
+        covariance_weight: float = 1.0,
+        eps: float = 1e-4,
+        paper_mode: bool = False,
+    ):
+        super().__init__()
+        self.invariance_weight = invariance_weight
+        self.variance_weight = variance_weight
+        self.covariance_weight = covariance_weight
+        self.eps = eps
+        self.paper_mode = paper_mode
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        check_pair("VICRegLoss", z1, z2)
+        z1, z2 = gather(z1).float(), gather(z2).float()  # N x D
+        invariance = F.mse_loss(z1, z2)
+        z1 = z1 - z1.mean(dim=0)
+        z2 = z2 - z2.mean(dim=0)
+        variance = self._variance(z1) + self._variance(z2)
+        if not self.paper_mode:
+            variance = variance / 2
+        covariance = self._covariance(z1) + self._covariance(z2)
+        return (
+            self.invariance_weight * invariance
+            + self.variance_weight * variance
+            + self.covariance_weight * covariance
+        )
+
+    def _variance(self, z: torch.Tensor) -> torch.Tensor:  # z: N x D, centred
+        std = torch.sqrt(z.var(dim=0) + self.eps)
+        return F.relu(1 - std).mean()
+
+    @staticmethod
+    def _covariance(z: torch.Tensor) -> torch.Tensor:  # z: N x D, centred
+        n, d = z.shape
+        cov = z.T @ z / (n - 1)  # D x D
+        return off_diagonal(cov).pow(2).sum() / d
