@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from zoo.data import TwoViews, eval_transform, ssl_transform
-from zoo.data.transforms import PAPER_CROP_SCALE
+from zoo.data.recipes import PAPER_CROP_SCALE
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -1,7 +1,8 @@
 """Two-view SSL augmentations and the evaluation transform, on uint8 tensors (torchvision transforms v2).
 
 Every transform takes a uint8 C x H x W tensor (what :meth:`MedicalDataset.read` and ``decode`` return) and
-returns a normalised float tensor, so datasets can be decoded once, cached as uint8, and augmented per batch.
+returns a normalised float tensor. Pre-training uses :class:`zoo.data.batch_augment.BatchAugment`, the same
+recipes vectorised over a batch; these per-image versions are for users' own pipelines.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["ssl_transform", "eval_transform", "TwoViews", "RECIPES"]
+from zoo.data.recipes import blur_kernel, get_recipe
 
-RECIPES = ("simclr", "original")
-STANDARD_CROP_SCALE = (0.08, 1.0)
-PAPER_CROP_SCALE = (0.08, 0.1)  # the original study's RandomResizedCrop scale (a typo for (0.08, 1.0))
+__all__ = ["ssl_transform", "eval_transform", "TwoViews"]
 
 
 class TwoViews:
@@ -26,11 +25,6 @@ class TwoViews:
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(image), self.transform(image)
-
-
-def _blur_kernel(size: int, fraction: float = 0.1) -> int:
-    k = max(3, int(size * fraction))
-    return k if k % 2 else k + 1
 
 
 def _normalise(mean: Sequence[float], std: Sequence[float]) -> list:
@@ -46,33 +40,32 @@ def ssl_transform(
     paper_mode: bool = False,
     crop_scale: tuple[float, float] | None = None,
 ) -> v2.Compose:
-    """One augmented view, for SSL pre-training.
+    """One augmented view, for SSL pre-training (see :mod:`zoo.data.recipes`).
 
     Recipes:
         ``simclr`` (default): Chen et al. 2020, Appendix A — RandomResizedCrop(scale 0.08-1), flip,
             ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, Gaussian blur (kernel 10 % of the size)
-            p=0.5. Colour steps are left out for 1-channel data.
-        ``original``: the original study's recipe — crop, flip, ColorJitter(0.4, 0.4, 0.2, 0.1) always,
-            grayscale p=0.2, blur(23) p=0.5, solarize(128) p=0.1.
+            p=0.5. Colour steps (saturation, hue, grayscale) are left out for 1-channel data.
+        ``original``: the original study's recipe — ColorJitter(0.4, 0.4, 0.2, 0.1) always, grayscale p=0.2,
+            blur(23) p=0.5, solarize(128) p=0.1.
 
     ``paper_mode=True`` means the ``original`` recipe with its crop scale (0.08, 0.1), as the study ran it.
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}; valid: {', '.join(RECIPES)}")
-    if paper_mode:
-        recipe, crop_scale = "original", crop_scale or PAPER_CROP_SCALE
-    scale = crop_scale or STANDARD_CROP_SCALE
-    ops: list = [v2.RandomResizedCrop(image_size, scale=scale, antialias=True), v2.RandomHorizontalFlip()]
-    colour = channels == 3
-    if recipe == "simclr":
-        jitter = v2.ColorJitter(0.4, 0.4, 0.4, 0.1) if colour else v2.ColorJitter(0.4, 0.4)
-        ops += [v2.RandomApply([jitter], p=0.8)]
-        ops += [v2.RandomGrayscale(p=0.2)] if colour else []
-        ops += [v2.RandomApply([v2.GaussianBlur(_blur_kernel(image_size), sigma=(0.1, 2.0))], p=0.5)]
-    else:
-        ops += [v2.ColorJitter(0.4, 0.4, 0.2, 0.1) if colour else v2.ColorJitter(0.4, 0.4)]
-        ops += [v2.RandomGrayscale(p=0.2)] if colour else []
-        ops += [v2.RandomApply([v2.GaussianBlur(23, sigma=(0.1, 2.0))], p=0.5), v2.RandomSolarize(128, p=0.1)]
+    r = get_recipe(recipe, paper_mode, crop_scale)
+    brightness, contrast, saturation, hue = r.jitter
+    jitter = (
+        v2.ColorJitter(brightness, contrast, saturation, hue)
+        if channels == 3
+        else v2.ColorJitter(brightness, contrast)
+    )
+    ops: list = [
+        v2.RandomResizedCrop(image_size, scale=r.crop_scale, ratio=r.crop_ratio, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([jitter], p=r.jitter_p),
+    ]
+    ops += [v2.RandomGrayscale(p=r.grayscale_p)] if channels == 3 else []
+    ops += [v2.RandomApply([v2.GaussianBlur(blur_kernel(r, image_size), sigma=r.blur_sigma)], p=r.blur_p)]
+    ops += [v2.RandomSolarize(128, p=r.solarize_p)] if r.solarize_p else []
     return v2.Compose(ops + _normalise(mean, std))
 
 
