@@ -1,0 +1,169 @@
+"""Pre-training end to end on CPU: learning, multi-process equivalence, exact resume, crash safety, bad input."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers.launch import accelerate_launch
+from tests.train.tiny import args, metrics, step_losses
+from train import checkpoint as checkpoint_module
+from train.pretrain import main
+from zoo.methods import list_methods
+
+PRETRAIN = "train/pretrain.py"
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_learns_on_synthetic_data(tmp_path, method):
+    out = tmp_path / method
+    assert (
+        main(args(out, "--method", method, "--max-steps", "24", "--dataset-options", "{num_images: 48}")) == 0
+    )
+    losses = step_losses(out)
+    assert len(losses) == 24 and all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
+    assert last < first, f"{method}: loss did not decrease ({first:.4f} → {last:.4f})"
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "encoder.safetensors",
+        "summary.json",
+        "curves.png",
+        "metrics.jsonl",
+    ):
+        assert (out / name).is_file(), name
+    assert (out / "checkpoints" / "step_0000024" / "model.safetensors").is_file()
+
+
+def test_run_directory_contents_and_random_init_baseline(tmp_path):
+    out = tmp_path / "run"
+    assert main(args(out, "--max-steps", "6", "--eval-every", "3")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    evals = [m for m in metrics(out) if m["event"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 3, 6] and evals[0]["encoder"] == "random-init"
+    assert summary["knn_val_random_init"] == evals[0]["knn"] and 0 <= summary["knn_test_random_init"] <= 1
+    encoder = load_file(out / "encoder.safetensors")
+    assert "stem.conv1.weight" in encoder or any(k.endswith("weight") for k in encoder)
+    assert (out / "encoder_best.safetensors").is_file()
+    header = (out / "split.csv").read_text().splitlines()[0]
+    assert header == "path,label,split,group"
+
+
+@pytest.mark.distributed
+def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    common = ("--max-steps", "3", "--checkpoint-every", "1000", "--lr", "1e-2")
+    accelerate_launch(PRETRAIN, *args(tmp_path / "two", *common), num_processes=2)
+    accelerate_launch(PRETRAIN, *args(tmp_path / "one", *common), num_processes=1)
+    one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    assert two[0] == pytest.approx(one[0], rel=1e-5, abs=1e-6)  # same batch, same views, same init
+    assert two == pytest.approx(one, rel=1e-3)  # and the same updates (global BatchNorm + gathered loss)
+
+
+def test_resume_continues_exactly(tmp_path):
+    # 96 images → 67 train, 4 batches of 16 per epoch: step 6 is in the middle of the second epoch
+    common = ("--max-steps", "10", "--checkpoint-every", "3")
+    assert main(args(tmp_path / "straight", *common)) == 0
+    assert main([*args(tmp_path / "resumed", *common), "--halt-at-step", "6"]) == 0
+    assert not (tmp_path / "resumed" / "encoder.safetensors").exists()
+    assert main([*args(tmp_path / "resumed", *common), "--resume"]) == 0
+    straight, resumed = (
+        load_file(tmp_path / "straight" / "encoder.safetensors"),
+        load_file(tmp_path / "resumed" / "encoder.safetensors"),
+    )
+    for key, value in straight.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert step_losses(tmp_path / "resumed")[-4:] == pytest.approx(
+        step_losses(tmp_path / "straight")[-4:], rel=1e-5
+    )
+
+
+def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_save = checkpoint_module.Accelerator.save_state
+    calls = []
+
+    def crashing_save(self, output_dir=None, **kwargs):
+        calls.append(output_dir)
+        real_save(self, output_dir, **kwargs)
+        if len(calls) == 2:  # the second checkpoint dies half-way, after the weights were written
+            raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(checkpoint_module.Accelerator, "save_state", crashing_save)
+    with pytest.raises(KeyboardInterrupt):
+        main(args(out, "--max-steps", "10", "--checkpoint-every", "2"))
+    assert checkpoint_module.latest_checkpoint(out).name == "step_0000002"
+    assert (out / "checkpoints" / ".tmp-step_0000004").exists()
+    monkeypatch.setattr(checkpoint_module.Accelerator, "save_state", real_save)
+    assert main(args(out, "--max-steps", "10", "--checkpoint-every", "2", "--resume")) == 0
+    assert [m["step"] for m in metrics(out) if m["event"] == "step"][-1] == 10
+    assert not (out / "checkpoints" / ".tmp-step_0000004").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--optimizer", "rmsprop"],
+            "optimizer='rmsprop' is not valid; choose one of: sgd, adam, adamw, lars",
+        ),
+        (["--method", "byol"], "method='byol' is not valid; choose one of: barlowtwins"),
+        (["--batch-size", "1"], "batch_size must be at least 2"),
+        (["--batch-size", "256"], "fewer than one batch of 256"),
+        (
+            ["--dataset", "breast", "--data-root", "/nonexistent", "--dataset-options", "{}"],
+            "BreaKHis 400X/{train,test}",
+        ),
+        (["--lr", "fast"], "lr: expected float"),
+        (["--backbone", "resnet_50"], "Close matches"),
+    ],
+)
+def test_bad_input_is_a_clear_error(tmp_path, caplog, extra, message):
+    assert main(args(tmp_path / "run", "--max-steps", "2", *extra)) == 2
+    assert message in caplog.text
+
+
+def test_unknown_recipe_key_is_an_error(tmp_path, caplog):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: simclr\nlearning_rate: 0.1\n")
+    assert main(["--config", str(recipe), "--output-dir", str(tmp_path / "run")]) == 2
+    assert "unknown configuration keys ['learning_rate']" in caplog.text
+
+
+def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(args(out, "--max-steps", "2")) == 0
+    assert main(args(out, "--max-steps", "2")) == 2
+    assert "already holds a run; pass --resume" in caplog.text
+    assert main([*args(out, "--max-steps", "2", "--method", "vicreg"), "--resume"]) == 2
+    assert "does not match the checkpoint's run (method: checkpoint 'simclr', now 'vicreg')" in caplog.text
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, caplog):
+    assert main(args(tmp_path / "run", "--max-steps", "5", "--lr", "1e30", "--optimizer", "sgd")) == 2
+    assert "the loss became nan" in caplog.text.lower() or "the loss became inf" in caplog.text.lower()
+
+
+@pytest.mark.slow
+def test_default_recipe_fast_variant_beats_random_init(tmp_path):
+    out = tmp_path / "default"
+    fast = [
+        "--max-steps",
+        "60",
+        "--dataset-options",
+        "{num_images: 400}",
+        "--batch-size",
+        "64",
+        "--export-name",
+        "null",
+        "--output-dir",
+        str(out),
+        "--progress",
+        "false",
+    ]
+    assert main(fast) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    print(summary)
+    assert summary["knn_test_final"] > summary["knn_test_random_init"] + 0.15
