@@ -199,9 +199,14 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return acc
 
-    def train_step(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> dict | None:
-        view1 = self.augment(images, ids, epoch, view=0)
-        view2 = self.augment(images, ids, epoch, view=1)
+    def make_views(
+        self, images: torch.Tensor, ids: torch.Tensor, epoch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two augmented views of a uint8 batch; a function of (seed, epoch, sample id, view) only."""
+        return self.augment(images, ids, epoch, view=0), self.augment(images, ids, epoch, view=1)
+
+    def optimize(self, view1: torch.Tensor, view2: torch.Tensor) -> dict | None:
+        """Forward, backward and (every grad_accum_steps) an optimizer step; stats after an optimizer step."""
         with self.accelerator.accumulate(self.model):
             out = self.model(view1, view2)
             loss = out["loss"]
@@ -243,7 +248,7 @@ class Trainer:
             batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
             for images, ids in batches:
                 batches_done += 1
-                stats = self.train_step(images, ids, epoch)
+                stats = self.optimize(*self.make_views(images, ids, epoch))
                 if stats is None:
                     continue
                 step = self.state.step
