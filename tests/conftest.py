@@ -1,8 +1,19 @@
 import os
+import socket
+import tempfile
 
-# before huggingface_hub / gradio are imported anywhere in the test session
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Before huggingface_hub is imported anywhere in the session (it reads these at import): downloads go to the olah
+# mirror that the `olah` fixture starts on this port, into a throw-away cache.
+with socket.socket() as _s:
+    _s.bind(("127.0.0.1", 0))
+    OLAH_PORT = _s.getsockname()[1]
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{OLAH_PORT}"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="medssl-test-hf-")
+os.environ["ZOO_HOME"] = tempfile.mkdtemp(prefix="medssl-test-zoo-home-")
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("ZOO_REGISTRY", None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -13,3 +24,30 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 @pytest.fixture
 def rng():
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def olah(tmp_path_factory):
+    """An olah Hub mirror on 127.0.0.1:OLAH_PORT, offline, serving the git repositories under ``mirrors/``."""
+    from tests.helpers.servers import start_olah
+
+    root = tmp_path_factory.mktemp("olah")
+    with start_olah(root, OLAH_PORT) as mirrors:
+        yield mirrors
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """A real pre-training run (a few steps on synthetic data) exported as a Hub folder."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from hub.export import export_run
+    from tests.train.tiny import args
+    from train.pretrain import main
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    assert main(args(root / "run", "--max-steps", "4", "--export-name", "null")) == 0
+    AcceleratorState._reset_state(True)
+    return export_run(root / "run", root / "simclr-synthetic")
