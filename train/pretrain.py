@@ -255,7 +255,7 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.metrics.write(event="step", step=step, epoch=epoch, lr=lr, **stats)
                 bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                 if stats["spread"] < COLLAPSE_THRESHOLD and step > cfg.warmup_steps and not collapse_warned:
                     log.warning(
                         "representation collapse: embedding spread %.3f at step %d", stats["spread"], step

@@ -1,0 +1,53 @@
+"""Where the model looks: Grad-CAM on the last feature map (CNNs) or on the patch tokens (ViTs).
+
+Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
+Eq. (1)-(2): weights α_c = mean over positions of ∂y/∂A_c, map = ReLU(Σ_c α_c A_c). For a ViT the patch tokens are
+reshaped to their grid and treated the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["grad_cam", "overlay"]
+
+
+def _as_grid(features: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    """N x C x H x W from a CNN map, or from ViT tokens N x T x C (prefix tokens dropped)."""
+    if features.ndim == 4:
+        return features
+    tokens = features[:, getattr(model, "num_prefix_tokens", 0) :]
+    side = int(math.isqrt(tokens.shape[1]))
+    if side * side != tokens.shape[1]:
+        raise ValueError(f"cannot lay {tokens.shape[1]} tokens on a square grid for a saliency map")
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+
+
+def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """An H x W map in [0, 1] (the input's size) for class ``target`` of a timm model; x: 1 x C x H x W."""
+    with torch.enable_grad():
+        features = model.forward_features(x)
+        features.retain_grad()
+        logits = model.forward_head(features)
+        logits[0, target].backward()
+    grid, grads = _as_grid(features, model), _as_grid(features.grad, model)
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # 1 x C x 1 x 1
+    cam = F.relu((weights * grid).sum(dim=1, keepdim=True))  # 1 x 1 x h x w
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam - cam.min()
+    return (cam / cam.max() if cam.max() > 0 else cam).detach().numpy()
+
+
+def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, min_size: int = 320) -> Image.Image:
+    """The heat map (red = high) blended over the model-input image, enlarged to at least ``min_size`` px."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    heat = np.stack([cam, np.zeros_like(cam), 1 - cam], axis=-1) * cam[..., None]
+    mixed = (1 - alpha * cam[..., None]) * base + alpha * heat
+    out = Image.fromarray((np.clip(mixed, 0, 1) * 255).astype(np.uint8))
+    scale = max(1, -(-min_size // min(out.size)))
+    return out.resize((out.width * scale, out.height * scale), Image.Resampling.BICUBIC) if scale > 1 else out

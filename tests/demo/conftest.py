@@ -1,0 +1,70 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.launch import free_port
+from tests.helpers.servers import wait_for_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def gray_export(tiny_export, tmp_path_factory):
+    """A 1-channel model (X-ray style) in the hub format, from the same export code."""
+    from hub.export import build_classifier, write_folder
+    from zoo import create_backbone
+    from zoo.hub_format import make_config
+    from zoo.probe import LinearProbe
+
+    torch.manual_seed(0)
+    encoder = create_backbone("test_resnet", in_chans=1)
+    f = encoder.num_features
+    probe = LinearProbe(torch.randn(2, f), torch.zeros(2), torch.zeros(f), torch.ones(f), 1.0, 0.5)
+    model = build_classifier(encoder, "test_resnet", 1, probe)
+    data_config = {"input_size": (1, 64, 64), "mean": (0.5,), "std": (0.5,), "crop_pct": 1.0}
+    config = make_config(
+        "test_resnet",
+        model.pretrained_cfg,
+        num_classes=2,
+        num_features=f,
+        in_chans=1,
+        label_names=["NORMAL", "PNEUMONIA"],
+        data_config=data_config,
+        license="CC BY 4.0",
+        zoo_metadata={"method": "simclr", "dataset": "pneumonia"},
+    )
+    return write_folder(
+        tmp_path_factory.mktemp("gray") / "gray-model", model, config, "---\nlibrary_name: timm\n---\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_url(tiny_export, tmp_path_factory):
+    """`python demo/app.py` on 127.0.0.1, started as a user would, stopped by PID."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("demo") / "demo.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "demo" / "app.py"), "--model", str(tiny_export), "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, timeout=120, proc=proc)
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

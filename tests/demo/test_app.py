@@ -1,0 +1,136 @@
+"""The demo as a user meets it: a real server, the gradio_client API, and a real browser."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import zoo
+from demo.app import preprocess
+from demo.imaging import read_upload
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def client(demo_url):
+    return Client(demo_url, verbose=False)
+
+
+def predict(client, path, model="", custom="", saliency=False):
+    return client.predict(handle_file(str(path)), model, custom, saliency, 3, api_name="/classify")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """One file per input kind the demo must take."""
+    from pydicom.data import get_testdata_file
+
+    d = tmp_path_factory.mktemp("inputs")
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(d / "tile.png")
+    Image.fromarray(rgb).save(d / "tile.jpg", quality=90)
+    Image.fromarray(rgb).convert("RGBA").save(d / "rgba.png")
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
+    Image.fromarray(rgb[:, :, 0]).save(d / "gray.png")
+    Image.fromarray(np.linspace(0, 60000, 90 * 120).astype(np.uint16).reshape(90, 120)).save(d / "xray16.tif")
+    return {
+        "png": d / "tile.png",
+        "jpeg": d / "tile.jpg",
+        "rgba": d / "rgba.png",
+        "palette": d / "palette.png",
+        "gray": d / "gray.png",
+        "tiff16": d / "xray16.tif",
+        "dicom": Path(get_testdata_file("CT_small.dcm")),
+    }
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg", "rgba", "palette", "gray", "tiff16", "dicom"])
+def test_every_input_kind_is_classified(client, tiny_export, inputs, kind):
+    label, heat, info, card = predict(client, inputs[kind], custom=str(tiny_export), saliency=kind == "png")
+    names = zoo.load(tiny_export).label_names
+    assert label["label"] in names and len(label["confidences"]) == 3
+    assert "Preprocessing" in info and "not for clinical decisions" in card
+    assert (heat is not None) == (kind == "png")
+
+
+def test_probabilities_equal_softmax_of_zoo_load_logits(client, tiny_export, inputs):
+    label, *_ = predict(client, inputs["png"], custom=str(tiny_export))
+    model = zoo.load(tiny_export)
+    x, _ = preprocess(read_upload(inputs["png"], 3), model)
+    with torch.inference_mode():
+        expected = model(x).softmax(dim=1)[0]
+    for item in label["confidences"]:
+        assert item["confidence"] == pytest.approx(
+            expected[model.label_names.index(item["label"])].item(), abs=1e-6
+        )
+
+
+def test_grayscale_model_takes_colour_and_dicom(client, gray_export, inputs):
+    for kind in ("png", "dicom", "tiff16"):
+        label, _, info, _ = predict(client, inputs[kind], custom=str(gray_export), saliency=True)
+        assert label["label"] in ("NORMAL", "PNEUMONIA") and "grayscale (1 channel)" in info
+
+
+def test_bad_inputs_give_messages_and_the_server_keeps_serving(client, tiny_export, inputs, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(inputs["png"].read_bytes()[:200])
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 400 Mpixel in a few kB
+    cases = [
+        (not_image, "Could not read the upload"),
+        (truncated, "Could not read the upload"),
+        (bomb, "Could not read the upload"),
+    ]
+    for path, message in cases:
+        with pytest.raises(Exception, match=message):
+            predict(client, path, custom=str(tiny_export))
+    with pytest.raises(Exception, match="Cannot load model 'no-such-model'.*unknown model"):
+        predict(client, inputs["png"], custom="no-such-model")
+    label, *_ = predict(client, inputs["png"], custom=str(tiny_export))  # still serving
+    assert label["label"]
+
+
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM) and not os.environ.get("CI"), reason="Debian chromium not installed"
+)
+def test_in_a_real_browser(demo_url, tiny_export):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), ".ci/run must install Debian's chromium (apt-get install -y chromium)"
+    example = next(Path(zoo.hub_format.zoo_home(), "demo-examples").glob("synthetic-spindle.png"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+    ]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(demo_url, timeout=60_000)
+            page.locator("input[type=file]").first.set_input_files(str(example))
+            page.locator("#classify-button").click()
+            prediction = page.locator("#prediction")
+            prediction.locator("h2, .output-class").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(500)
+            text = prediction.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert any(name in text for name in zoo.load(tiny_export).label_names), text
+    shutil.copy(ARTIFACTS / "demo.png", ARTIFACTS / "demo-latest.png")
