@@ -1,0 +1,118 @@
+"""Demo latency: p50 / p95 per prediction for a ResNet-50 @ 224 model through the real server (gradio_client),
+with and without Grad-CAM, the bare model forward for reference, and 50 concurrent requests.
+
+    python bench/demo_latency.py [--requests 30] [--concurrent 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def percentiles(times: list[float]) -> dict:
+    ordered = sorted(times)
+    return {
+        "p50_ms": round(1000 * statistics.median(ordered), 1),
+        "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--concurrent", type=int, default=50)
+    args = parser.parse_args()
+    import numpy as np
+    import torch
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    import zoo
+    from bench.load_time import make_model
+    from tests.helpers.launch import free_port
+    from tests.helpers.servers import wait_for_port
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        make_model(tmp / "resnet50")
+        image = tmp / "tile.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (460, 700, 3), dtype=np.uint8)).save(image)
+        model = zoo.load(tmp / "resnet50")
+        x = torch.randn(1, 3, 224, 224)
+        forward = []
+        with torch.inference_mode():
+            for _ in range(args.requests):
+                t = time.perf_counter()
+                model(x)
+                forward.append(time.perf_counter() - t)
+        port = free_port()
+        env = {**os.environ, "ZOO_HOME": str(tmp / "home")}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "demo" / "app.py"),
+                "--model",
+                str(tmp / "resnet50"),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, 180, proc)
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+            def call(saliency):
+                return client.predict(
+                    handle_file(str(image)),
+                    "",
+                    str(tmp / "resnet50"),
+                    saliency,
+                    3,
+                    api_name="/classify",
+                )
+
+            results = {"model forward only (in process)": percentiles(forward)}
+            for saliency in (False, True):
+                call(saliency)  # warm-up
+                times = []
+                for _ in range(args.requests):
+                    t = time.perf_counter()
+                    call(saliency)
+                    times.append(time.perf_counter() - t)
+                results[f"end to end, saliency {'on' if saliency else 'off'}"] = percentiles(times)
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrent) as pool:
+                futures = [pool.submit(call, False) for _ in range(args.concurrent)]
+                errors = sum(1 for f in futures if f.exception(timeout=600) is not None)
+            results[f"{args.concurrent} concurrent requests"] = {
+                "errors": errors,
+                "wall_s": round(time.perf_counter() - start, 1),
+            }
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
