@@ -1,5 +1,6 @@
-"""Demo latency: p50 / p95 per prediction for a ResNet-50 @ 224 model through the real server (gradio_client),
-with and without Grad-CAM, the bare model forward for reference, and 50 concurrent requests.
+"""Demo latency: p50 / p95 per prediction for a ResNet-50 @ 224 model (700x460 PNG upload) — the bare forward,
+the server-side ``classify`` in process, and end to end through the real server (gradio_client: upload, queue,
+SSE), each with and without Grad-CAM — and 50 concurrent requests.
 
     python bench/demo_latency.py [--requests 30] [--concurrent 50]
 """
@@ -54,12 +55,22 @@ def main() -> int:
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (460, 700, 3), dtype=np.uint8)).save(image)
         model = zoo.load(tmp / "resnet50")
         x = torch.randn(1, 3, 224, 224)
-        forward = []
+        forward, server_side = [], {}
         with torch.inference_mode():
             for _ in range(args.requests):
                 t = time.perf_counter()
                 model(x)
                 forward.append(time.perf_counter() - t)
+        from demo import app
+
+        for saliency in (False, True):  # the prediction function itself, in process (server-side latency)
+            app.classify(str(image), "", str(tmp / "resnet50"), saliency, 3)
+            times = []
+            for _ in range(args.requests):
+                t = time.perf_counter()
+                app.classify(str(image), "", str(tmp / "resnet50"), saliency, 3)
+                times.append(time.perf_counter() - t)
+            server_side[f"classify() in process, saliency {'on' if saliency else 'off'}"] = percentiles(times)
         port = free_port()
         env = {**os.environ, "ZOO_HOME": str(tmp / "home")}
         proc = subprocess.Popen(
@@ -90,7 +101,7 @@ def main() -> int:
                     api_name="/classify",
                 )
 
-            results = {"model forward only (in process)": percentiles(forward)}
+            results = {"model forward only (in process)": percentiles(forward), **server_side}
             for saliency in (False, True):
                 call(saliency)  # warm-up
                 times = []
