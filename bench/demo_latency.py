@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,7 @@ def main() -> int:
     import zoo
     from bench.load_time import make_model
     from tests.helpers.launch import free_port
-    from tests.helpers.servers import wait_for_port
+    from tests.helpers.servers import serve
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -73,22 +71,15 @@ def main() -> int:
             server_side[f"classify() in process, saliency {'on' if saliency else 'off'}"] = percentiles(times)
         port = free_port()
         env = {**os.environ, "ZOO_HOME": str(tmp / "home")}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(ROOT / "demo" / "app.py"),
-                "--model",
-                str(tmp / "resnet50"),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port, 180, proc)
+        cmd = [
+            sys.executable,
+            str(ROOT / "demo" / "app.py"),
+            "--model",
+            str(tmp / "resnet50"),
+            "--port",
+            str(port),
+        ]
+        with serve(cmd, port, tmp / "demo.log", timeout=180, env=env):
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
 
             def call(saliency):
@@ -118,9 +109,6 @@ def main() -> int:
                 "errors": errors,
                 "wall_s": round(time.perf_counter() - start, 1),
             }
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -44,10 +44,13 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int) -> np.ndarray
 
 
 def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, min_size: int = 320) -> Image.Image:
-    """The heat map (red = high) blended over the model-input image, enlarged to at least ``min_size`` px."""
+    """The heat map (matplotlib's ``jet``: red = high) blended over the model-input image, enlarged to at least
+    ``min_size`` px for display."""
+    from matplotlib import colormaps
+
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    heat = np.stack([cam, np.zeros_like(cam), 1 - cam], axis=-1) * cam[..., None]
-    mixed = (1 - alpha * cam[..., None]) * base + alpha * heat
+    heat = colormaps["jet"](cam)[..., :3]
+    mixed = (1 - alpha) * base + alpha * heat
     out = Image.fromarray((np.clip(mixed, 0, 1) * 255).astype(np.uint8))
     scale = max(1, -(-min_size // min(out.size)))
     return out.resize((out.width * scale, out.height * scale), Image.Resampling.BICUBIC) if scale > 1 else out

@@ -1,6 +1,4 @@
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -8,7 +6,7 @@ import pytest
 import torch
 
 from tests.helpers.launch import free_port
-from tests.helpers.servers import wait_for_port
+from tests.helpers.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,24 +45,7 @@ def gray_export(tiny_export, tmp_path_factory):
 def demo_url(tiny_export, tmp_path_factory):
     """`python demo/app.py` on 127.0.0.1, started as a user would, stopped by PID."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("demo") / "demo.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "demo" / "app.py"), "--model", str(tiny_export), "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port, timeout=120, proc=proc)
-            yield f"http://127.0.0.1:{port}/"
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--model", str(tiny_export), "--port", str(port)]
+    with serve(cmd, port, tmp_path_factory.mktemp("demo") / "demo.log", timeout=120, env=env, cwd=ROOT):
+        yield f"http://127.0.0.1:{port}/"

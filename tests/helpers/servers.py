@@ -38,6 +38,25 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
 
 
 @contextlib.contextmanager
+def serve(cmd: list[str], port: int, log_path: Path, timeout: float = 60, **popen):
+    """Run a server command in its own process group until the block ends; it must listen on 127.0.0.1:port
+    within ``timeout`` seconds. Stopped by its PID (SIGTERM, then SIGKILL)."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        try:
+            wait_for_port(port, timeout, proc)
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
 def start_olah(root: Path, port: int, timeout: float = 60):
     """Yield the mirrors folder (``mirrors/models/<org>/<name>`` git repositories) while olah serves it."""
     (root / "mirrors" / "models").mkdir(parents=True)
@@ -45,22 +64,5 @@ def start_olah(root: Path, port: int, timeout: float = 60):
     config = root / "olah.toml"
     config.write_text(OLAH_CONFIG.format(port=port, root=root.as_posix()))
     olah_cli = shutil.which("olah-cli") or str(Path(sys.executable).parent / "olah-cli")
-    with open(root / "olah.log", "w") as log:
-        proc = subprocess.Popen(
-            [olah_cli, "-c", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=root,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port, timeout, proc)
-            yield root / "mirrors"
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    with serve([olah_cli, "-c", str(config)], port, root / "olah.log", timeout, cwd=root):
+        yield root / "mirrors"

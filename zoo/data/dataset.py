@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +321,7 @@ def load_dataset(
         )
     channels = channels or native
     mean, std = _normalisation(spec, native, channels)
-    return MedicalDataset(replace(spec), class_names, records, channels, mean, std, base, pixels, rows)
+    return MedicalDataset(spec, class_names, records, channels, mean, std, base, pixels, rows)
 
 
 def _normalisation(
