@@ -23,7 +23,13 @@ if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from accelerate.tracking import TensorBoardTracker
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    broadcast_object_list,
+    is_tensorboard_available,
+    set_seed,
+)
 from safetensors.torch import save_file
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
@@ -46,7 +52,9 @@ class LossNotFiniteError(FloatingPointError):
     pass
 
 
-def build_accelerator(cfg: PretrainConfig, run_dir: Path | None) -> Accelerator:
+def build_accelerator(cfg: PretrainConfig) -> Accelerator:
+    if cfg.log_with == "tensorboard" and not is_tensorboard_available():
+        raise ValueError("log_with=tensorboard needs the tensorboard package: pip install tensorboard")
     precision = cfg.mixed_precision
     if precision == "auto":
         device_type = (
@@ -59,12 +67,10 @@ def build_accelerator(cfg: PretrainConfig, run_dir: Path | None) -> Accelerator:
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
         # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch)
         dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
-        log_with=None if cfg.log_with == "none" else cfg.log_with,
-        project_dir=str(run_dir) if run_dir else None,
     )
 
 
-def resolve_run_dir(cfg: PretrainConfig, accelerator: Accelerator, resume: str | None) -> Path:
+def resolve_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
     """The run directory (the same on every process); an earlier run is never silently overwritten."""
     name = cfg.output_dir or f"runs/{cfg.method}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = Path(broadcast_object_list([name])[0])
@@ -115,10 +121,10 @@ class Trainer:
 
     def __init__(self, cfg: PretrainConfig, resume: str | None, halt_at_step: int | None = None):
         self.cfg, self.halt_at_step = cfg, halt_at_step
-        self.accelerator = build_accelerator(cfg, None)
+        self.accelerator = build_accelerator(cfg)
         self.main = self.accelerator.is_main_process
         setup_threads(cfg, self.accelerator)
-        self.run_dir = resolve_run_dir(cfg, self.accelerator, resume)
+        self.run_dir = resolve_run_dir(cfg, resume)
         if resume is not None:
             check_resume_config(self.run_dir, cfg)
         elif self.main:
@@ -128,6 +134,15 @@ class Trainer:
         set_seed(cfg.seed)
         self.data: PretrainData = load_pretrain_data(cfg, self.run_dir / "split.csv" if self.main else None)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
+        if (
+            cfg.log_with == "tensorboard" and self.main
+        ):  # an Accelerate tracker, writing into the run directory
+            tracker = TensorBoardTracker("tensorboard", logging_dir=str(self.run_dir))
+            tracker.start()
+            tracker.store_init_configuration(
+                {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+            )
+            self.accelerator.trackers.append(tracker)
         self.steps, self.batches_per_epoch = total_steps(cfg, len(self.data.train[0]))
         self._build(resume)
 
@@ -229,7 +244,7 @@ class Trainer:
         cfg = self.cfg
         if self.state.step == 0:
             random_knn = self.evaluate()
-            self.metrics.write(event="eval", step=0, knn=random_knn, encoder="random-init")
+            self.record(event="eval", step=0, knn=random_knn, encoder="random-init")
             log.info("random-init encoder: kNN val accuracy %.3f", random_knn)
         bar = tqdm(
             total=self.steps,
@@ -253,7 +268,7 @@ class Trainer:
                     continue
                 step = self.state.step
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.metrics.write(event="step", step=step, epoch=epoch, lr=lr, **stats)
+                self.record(event="step", step=step, epoch=epoch, lr=lr, **stats)
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
                 if stats["spread"] < COLLAPSE_THRESHOLD and step > cfg.warmup_steps and not collapse_warned:
@@ -272,12 +287,21 @@ class Trainer:
         bar.close()
         return self.finish()
 
+    def record(self, event: str, step: int, **values) -> None:
+        """One event to metrics.jsonl and, when configured, to the Accelerate trackers (TensorBoard)."""
+        self.metrics.write(event=event, step=step, **values)
+        if self.cfg.log_with != "none":
+            scalars = {
+                f"{event}/{k}": v for k, v in values.items() if isinstance(v, float) and math.isfinite(v)
+            }
+            self.accelerator.log(scalars, step=step)
+
     def _maybe_evaluate(self, step: int, epoch: int, end_of_epoch: bool) -> None:
         due = step % self.cfg.eval_every == 0 if self.cfg.eval_every else end_of_epoch
         if not (due or step == self.steps):
             return
         acc = self.evaluate()
-        self.metrics.write(event="eval", step=step, epoch=epoch, knn=acc)
+        self.record(event="eval", step=step, epoch=epoch, knn=acc)
         if self.main:
             log.info("step %d: kNN val accuracy %.3f", step, acc)
             if acc > self.state.best_knn:

@@ -141,6 +141,19 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, capl
     assert "does not match the checkpoint's run (method: checkpoint 'simclr', now 'vicreg')" in caplog.text
 
 
+def test_tensorboard_tracker_logs_loss_lr_and_knn(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(args(out, "--max-steps", "4", "--eval-every", "2", "--log-with", "tensorboard")) == 0
+    events = EventAccumulator(str(next(out.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"step/loss", "step/lr", "eval/knn"} <= tags
+    assert [e.step for e in events.Scalars("step/loss")] == [1, 2, 3, 4]
+    assert len(events.Scalars("eval/knn")) == 3  # random-init, step 2, step 4
+
+
 def test_nan_loss_stops_with_a_clear_message(tmp_path, caplog):
     assert main(args(tmp_path / "run", "--max-steps", "5", "--lr", "1e30", "--optimizer", "sgd")) == 2
     assert "the loss became nan" in caplog.text.lower() or "the loss became inf" in caplog.text.lower()
