@@ -1,8 +1,8 @@
 """Where the model looks: Grad-CAM on the last feature map (CNNs) or on the patch tokens (ViTs).
 
 Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization", ICCV 2017,
-Eq. (1)-(2): weights α_c = mean over positions of ∂y/∂A_c, map = ReLU(Σ_c α_c A_c). For a ViT the patch tokens are
-reshaped to their grid and treated the same way.
+Eq. (1)-(2): weights α_c = mean over positions of ∂y/∂A_c, map = ReLU(Σ_c α_c A_c). For a ViT the patch tokens
+entering the last block are reshaped to their grid and treated the same way.
 """
 
 from __future__ import annotations
@@ -28,19 +28,41 @@ def _as_grid(features: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
 
 
+def _vit_activations(
+    model: torch.nn.Module, x: torch.Tensor, target: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokens entering the last block's attention (``blocks[-1].norm1``) and their gradient: with class-token
+    pooling the head never sees the final patch tokens, so this is where a ViT's spatial evidence is."""
+    captured = {}
+    hook = model.blocks[-1].norm1.register_forward_hook(lambda module, inputs, out: captured.update(a=out))
+    try:
+        with torch.enable_grad():
+            logit = model(x)[0, target]
+    finally:
+        hook.remove()
+    return captured["a"], torch.autograd.grad(logit, captured["a"])[0]
+
+
 def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
-    """An H x W map in [0, 1] (the input's size) for class ``target`` of a timm model; x: 1 x C x H x W."""
-    with torch.enable_grad():
-        features = model.forward_features(x)
-        features.retain_grad()
-        logits = model.forward_head(features)
-        logits[0, target].backward()
-    grid, grads = _as_grid(features, model), _as_grid(features.grad, model)
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # 1 x C x 1 x 1
-    cam = F.relu((weights * grid).sum(dim=1, keepdim=True))  # 1 x 1 x h x w
+    """An H x W map in [0, 1] (the input's size) for class ``target`` of a timm model; x: 1 x C x H x W.
+
+    CNNs: Grad-CAM on ``forward_features`` (the last stage), only the head is differentiated. ViTs: the patch
+    tokens entering the last block, laid on their grid.
+    """
+    blocks = getattr(model, "blocks", None)
+    if isinstance(blocks, torch.nn.Sequential) and len(blocks) and hasattr(blocks[-1], "norm1"):
+        activations, grads = _vit_activations(model, x, target)
+    else:
+        with torch.enable_grad():
+            activations = model.forward_features(x).detach().requires_grad_()
+            logit = model.forward_head(activations)[0, target]
+            grads = torch.autograd.grad(logit, activations)[0]
+    grid, grads = _as_grid(activations.detach(), model), _as_grid(grads, model)
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # 1 x C x 1 x 1, Eq. (1)
+    cam = F.relu((weights * grid).sum(dim=1, keepdim=True))  # 1 x 1 x h x w, Eq. (2)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     cam = cam - cam.min()
-    return (cam / cam.max() if cam.max() > 0 else cam).detach().numpy()
+    return (cam / cam.max() if cam.max() > 0 else cam).numpy()
 
 
 def overlay(image: Image.Image, cam: np.ndarray, alpha: float = 0.45, min_size: int = 320) -> Image.Image:

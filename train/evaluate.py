@@ -194,7 +194,8 @@ def baseline_encoders(source: Source, names: list[str], weights: Path | None) ->
     return out
 
 
-def evaluate_encoder(encoder, ds, splits, transform, args, knn_k: int) -> list[dict]:
+def evaluate_encoder(encoder, ds, splits, transform, args, knn_k: int) -> tuple[list[dict], torch.Tensor]:
+    """Every protocol × fraction × seed on features extracted once; returns (rows, test features)."""
     feats = {s: extract_features(encoder, x, transform) for s, (x, _) in splits.items()}
     labels = {s: y for s, (_, y) in splits.items()}
     rows = []
@@ -346,13 +347,13 @@ def run(args) -> dict:
     ds, splits = load_data(source, args)
     transform = eval_transform(source.data_config)
     encoders = {"ssl": source.encoder, **baseline_encoders(source, args.baselines, args.weights)}
-    rows = []
+    rows, test_features = [], {}
     for name, encoder in encoders.items():
         log.info("evaluating %s (%s)", name, source.architecture)
-        rows += [
-            {"encoder": name, **r}
-            for r in evaluate_encoder(encoder.eval(), ds, splits, transform, args, source.knn_k)
-        ]
+        encoder_rows, test_features[name] = evaluate_encoder(
+            encoder.eval(), ds, splits, transform, args, source.knn_k
+        )
+        rows += [{"encoder": name, **r} for r in encoder_rows]
     out_dir = args.output_dir or (
         Path(args.target) / "eval"
         if (Path(args.target) / "config.yaml").is_file()
@@ -378,12 +379,7 @@ def run(args) -> dict:
     tmp.replace(out_dir / "metrics.json")
     write_report(result, out_dir / "results.md")
     if not args.no_plots:
-        write_plots(
-            result,
-            {n: extract_features(e, splits["test"][0], transform) for n, e in encoders.items()},
-            splits["test"][1],
-            out_dir,
-        )
+        write_plots(result, test_features, splits["test"][1], out_dir)
     log.info("wrote %s", out_dir)
     return result
 

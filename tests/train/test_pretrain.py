@@ -141,6 +141,14 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, capl
     assert "does not match the checkpoint's run (method: checkpoint 'simclr', now 'vicreg')" in caplog.text
 
 
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    out = tmp_path / "run"
+    assert main(args(out, "--max-steps", "3", "--grad-accum-steps", "2", "--batch-size", "8")) == 0
+    steps = [m for m in metrics(out) if m["event"] == "step"]
+    assert [m["step"] for m in steps] == [1, 2, 3]  # 6 batches of 8, 3 updates
+    assert steps[0]["epoch"] == 0 and (out / "checkpoints" / "step_0000003").is_dir()
+
+
 def test_tensorboard_tracker_logs_loss_lr_and_knn(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
