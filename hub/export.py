@@ -114,6 +114,24 @@ def _load_run(run_dir: Path) -> tuple[dict, torch.nn.Module, object]:
     return cfg, encoder, (ds, splits, summary["data_config"])
 
 
+def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path) -> dict:
+    """The ``zoo`` block of config.json: provenance and measured metrics."""
+    length = f"{cfg['max_steps']} steps" if cfg["max_steps"] else f"{cfg['epochs']} epochs"
+    return {
+        "method": cfg["method"],
+        "dataset": cfg["dataset"],
+        "seed": cfg["seed"],
+        "paper_mode": cfg["paper_mode"],
+        "grouped_split": cfg["grouped_split"],
+        "recipe": cfg,
+        "eval_split": "test",
+        "recipe_summary": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
+        "metrics": metrics,
+        "split_manifest_sha256": file_sha256(run_dir / "split.csv"),
+        "code_version": zoo.__version__,
+    }
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, encoder=None, data=None) -> Path:
     """Export ``run_dir`` (a finished pre-training run) to ``out_dir``.
 
@@ -142,20 +160,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, encoder=None, data=None
         label_names=ds.class_names,
         data_config=data_config,
         license=spec.license,
-        zoo_metadata={
-            "method": cfg["method"],
-            "dataset": cfg["dataset"],
-            "seed": cfg["seed"],
-            "paper_mode": cfg["paper_mode"],
-            "grouped_split": cfg["grouped_split"],
-            "recipe": cfg,
-            "eval_split": "test",
-            "recipe_summary": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, "
-            f"{cfg['max_steps'] or cfg['epochs']} {'steps' if cfg['max_steps'] else 'epochs'}",
-            "metrics": metrics,
-            "split_manifest_sha256": file_sha256(run_dir / "split.csv"),
-            "code_version": zoo.__version__,
-        },
+        zoo_metadata=_zoo_metadata(cfg, metrics, run_dir),
     )
     plot = run_dir / "curves.png"
     card = render_card(

@@ -258,6 +258,34 @@ def _load_synthetic(spec: DatasetSpec, num_images: int, size: int, seed: int):
     return images, list(spec.class_names), records
 
 
+def _read_records(spec: DatasetSpec, root, options: dict):
+    """(pixels or None, base folder or None, class names, records, native channels) for any kind of dataset."""
+    unknown = set(options) - set(spec.options) - ({"flag", "size"} if spec.kind == "npz" else set())
+    if unknown:
+        raise ValueError(
+            f"{spec.name}: unknown options {sorted(unknown)}; valid: {sorted(spec.options) or 'none'}"
+        )
+    if spec.kind == "synthetic":
+        pixels, class_names, records = _load_synthetic(spec, **{**spec.options, **options})
+        return pixels, None, class_names, records, 3
+    if root is None:
+        raise _not_found(spec, None, "no dataset root was given")
+    if spec.kind == "npz":
+        pixels, class_names, records, native = _load_npz(spec, Path(root), **options)
+        return pixels, None, class_names, records, native
+    base, class_names, records = _scan_folder(spec, Path(root))
+    return None, base, class_names, records, spec.channels
+
+
+def _split_policy(spec: DatasetSpec, records: list[Record], requested: str | None, grouped: bool) -> str:
+    policy = requested or spec.split_policy
+    if policy == "official" and spec.class_names is None and not any(r.split == "test" for r in records):
+        return "random"  # an imagefolder without a test folder
+    if grouped and spec.leaky_official_split:
+        return "random"  # the official split mixes groups: redraw it
+    return policy
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -283,36 +311,15 @@ def load_dataset(
         options: kind-specific (``synthetic``: num_images, size, seed; ``medmnist``: flag, size).
     """
     spec = get_dataset_spec(name)
-    unknown = set(options) - set(spec.options) - ({"flag", "size"} if spec.kind == "npz" else set())
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown options {sorted(unknown)}; valid: {sorted(spec.options) or 'none'}"
-        )
-    pixels, base, rows = None, None, {}
-    if spec.kind == "synthetic":
-        pixels, class_names, records = _load_synthetic(spec, **{**spec.options, **options})
-        native = 3
-    elif root is None:
-        raise _not_found(spec, None, "no dataset root was given")
-    elif spec.kind == "npz":
-        pixels, class_names, records, native = _load_npz(spec, Path(root), **options)
-    else:
-        base, class_names, records = _scan_folder(spec, Path(root))
-        native = spec.channels
-    if pixels is not None:
-        rows = {r.key: i for i, r in enumerate(records)}
+    pixels, base, class_names, records, native = _read_records(spec, root, options)
+    rows = {r.key: i for i, r in enumerate(records)} if pixels is not None else {}
     records.sort(key=lambda r: r.key)  # file-system order never matters
-    policy = split_policy or spec.split_policy
-    if policy == "official" and spec.class_names is None and not any(r.split == "test" for r in records):
-        policy = "random"  # an imagefolder without a test folder
-    if grouped and spec.leaky_official_split:
-        policy = "random"  # the official split mixes groups: redraw it
     if manifest is not None:
         _apply_manifest(records, class_names, manifest)
     else:
         assign_splits(
             records,
-            policy=policy,
+            policy=_split_policy(spec, records, split_policy, grouped),
             seed=seed,
             grouped=grouped,
             merge_official_val=spec.merge_official_val,
