@@ -230,7 +230,7 @@ def evaluate_encoder(encoder, ds, splits, transform, args, knn_k: int) -> tuple[
                     seed,
                     metrics["accuracy"],
                 )
-    return rows
+    return rows, feats["test"]
 
 
 def _predict(
