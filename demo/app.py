@@ -10,6 +10,7 @@ API (gradio_client): ``Client(url).predict(handle_file(path), model, "", True, 3
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -52,10 +53,17 @@ def default_model() -> str | None:
     return DEFAULT_MODEL if DEFAULT_MODEL in local else (local[0] if local else None)
 
 
+@functools.cache
+def _eval_transform(model: torch.nn.Module) -> tuple:
+    """(timm eval transform, data config) of a model, built once per loaded model."""
+    config = timm.data.resolve_data_config({}, model=model)
+    return timm.data.create_transform(**config, is_training=False), config
+
+
 def preprocess(image: Image.Image, model: torch.nn.Module) -> tuple[torch.Tensor, Image.Image]:
     """The model's own eval transform (timm data config): (1 x C x H x W tensor, the cropped input as an image)."""
-    config = timm.data.resolve_data_config({}, model=model)
-    tensor = timm.data.create_transform(**config, is_training=False)(image).unsqueeze(0)
+    transform, config = _eval_transform(model)
+    tensor = transform(image).unsqueeze(0)
     mean = torch.tensor(config["mean"]).view(-1, 1, 1)
     std = torch.tensor(config["std"]).view(-1, 1, 1)
     shown = ((tensor[0] * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
@@ -105,12 +113,7 @@ def classify(file, choice: str, custom: str, saliency: bool = True, top_k: int =
         raise gr.Error(f"Cannot load model {name!r}: {e}") from e
     channels = model.pretrained_cfg["input_size"][0]
     try:
-        with Image.open(path) as probe:
-            original_mode = probe.mode
-    except Exception:
-        original_mode = "DICOM" if str(path).lower().endswith((".dcm", ".dicom")) else "unknown"
-    try:
-        image = read_upload(path, channels)
+        image, original_mode = read_upload(path, channels)
     except (ImageDecodeError, OSError) as e:
         raise gr.Error(f"Could not read the upload: {e}") from e
     x, shown = preprocess(image, model)

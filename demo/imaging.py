@@ -45,13 +45,13 @@ def _read_dicom(path: Path) -> np.ndarray:
     return pixels.astype(np.uint8) if pixels.dtype == np.uint8 else rescale_to_uint8(pixels)
 
 
-def read_upload(path: str | Path, channels: int) -> Image.Image:
-    """The uploaded file as an ``L`` (channels=1) or ``RGB`` (3) PIL image."""
+def read_upload(path: str | Path, channels: int) -> tuple[Image.Image, str]:
+    """The uploaded file as an ``L`` (channels=1) or ``RGB`` (3) PIL image, and what it was (``RGBA``,
+    ``I;16``, ``DICOM`` …) for the page."""
     path = Path(path)
     if _is_dicom(path):
-        array = _read_dicom(path)
-        image = Image.fromarray(array)
-        return image.convert("L" if channels == 1 else "RGB")
-    tensor = read_image(path, channels)  # 16-bit rescaled, RGBA / palette flattened, bombs refused
+        return Image.fromarray(_read_dicom(path)).convert("L" if channels == 1 else "RGB"), "DICOM"
+    tensor, source_mode = read_image(path, channels, with_mode=True)  # 16-bit rescaled, bombs refused
     array = tensor.permute(1, 2, 0).numpy()
-    return Image.fromarray(array[:, :, 0] if channels == 1 else array, mode="L" if channels == 1 else "RGB")
+    image = Image.fromarray(array[:, :, 0] if channels == 1 else array, mode="L" if channels == 1 else "RGB")
+    return image, source_mode

@@ -64,7 +64,7 @@ def test_every_input_kind_is_classified(client, tiny_export, inputs, kind):
 def test_probabilities_equal_softmax_of_zoo_load_logits(client, tiny_export, inputs):
     label, *_ = predict(client, inputs["png"], custom=str(tiny_export))
     model = zoo.load(tiny_export)
-    x, _ = preprocess(read_upload(inputs["png"], 3), model)
+    x, _ = preprocess(read_upload(inputs["png"], 3)[0], model)
     with torch.inference_mode():
         expected = model(x).softmax(dim=1)[0]
     for item in label["confidences"]:

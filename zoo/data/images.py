@@ -39,8 +39,9 @@ def to_mode(image: Image.Image, channels: int) -> Image.Image:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
-    """Read ``path`` as a uint8 tensor C x H x W with ``channels`` 1 or 3.
+def read_image(path: str | Path, channels: int = 3, with_mode: bool = False):
+    """Read ``path`` as a uint8 tensor C x H x W with ``channels`` 1 or 3 (with ``with_mode``: and the file's
+    own PIL mode, e.g. ``I;16`` or ``RGBA``).
 
     Raises :class:`ImageDecodeError` naming the file for unreadable, truncated or decompression-bomb images.
     """
@@ -49,6 +50,7 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 image.load()
+                source_mode = image.mode
                 image = to_mode(image, channels)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
@@ -57,4 +59,5 @@ def read_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     array = np.array(image, dtype=np.uint8)  # a writable copy
     if array.ndim == 2:
         array = array[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # C x H x W
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # C x H x W
+    return (tensor, source_mode) if with_mode else tensor
