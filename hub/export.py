@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 import zoo
 from hub.card import render_card
 from zoo.data import eval_transform, get_dataset_spec, load_dataset
+from zoo.data.dataset import cache_size_of, reload_options
 from zoo.data.splits import file_sha256
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, make_config, zoo_home
 from zoo.methods import get_method_spec
@@ -101,15 +102,13 @@ def _load_run(run_dir: Path) -> tuple[dict, torch.nn.Module, object]:
     """The run's config, its final encoder and its data (same split, from the manifest) — no train import."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    options = dict(cfg["dataset_options"])
-    if cfg["dataset"] == "synthetic":
-        options.setdefault("size", summary["data_config"]["input_size"][1])
+    options = reload_options(cfg["dataset"], cfg["dataset_options"], summary["data_config"])
     ds = load_dataset(
         cfg["dataset"], cfg["data_root"], channels=cfg["channels"], manifest=run_dir / "split.csv", **options
     )
     encoder = zoo.create_backbone(cfg["backbone"], in_chans=ds.channels)
     encoder.load_state_dict(load_file(run_dir / "encoder.safetensors"), strict=True)
-    size = round(summary["data_config"]["input_size"][1] / summary["data_config"]["crop_pct"])
+    size = cache_size_of(summary["data_config"])
     splits = {s: ds.decode(s, size) for s in ("train", "val", "test")}
     return cfg, encoder, (ds, splits, summary["data_config"])
 

@@ -31,6 +31,7 @@ import zoo
 from train.reports import write_plots, write_report
 from zoo.data import MedicalDataset, eval_transform, load_dataset
 from zoo.data.batch_augment import BatchAugment
+from zoo.data.dataset import cache_size_of, reload_options
 from zoo.probe import (
     classification_metrics,
     extract_features,
@@ -73,10 +74,8 @@ def _from_run(run_dir: Path, weights: Path) -> Source:
     in_chans = state[next(k for k in state if state[k].ndim == 4)].shape[1]
     encoder = zoo.create_backbone(cfg["backbone"], in_chans=in_chans)
     encoder.load_state_dict(state, strict=True)
-    options = dict(cfg["dataset_options"])
     data_config = summary.get("data_config") or _run_data_config(cfg, in_chans)
-    if cfg["dataset"] == "synthetic":
-        options.setdefault("size", round(data_config["input_size"][1] / data_config["crop_pct"]))
+    options = reload_options(cfg["dataset"], cfg["dataset_options"], data_config)
     return Source(
         run_dir.name,
         encoder,
@@ -117,9 +116,7 @@ def _from_export(name: str) -> Source:
     meta, cfg = model.zoo_metadata, model.pretrained_cfg
     recipe = meta.get("recipe", {})
     data_config = {k: cfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    options = dict(recipe.get("dataset_options", {}))
-    if meta.get("dataset") == "synthetic":
-        options.setdefault("size", round(cfg["input_size"][1] / cfg["crop_pct"]))
+    options = reload_options(meta.get("dataset", ""), recipe.get("dataset_options", {}), data_config)
     architecture = cfg.get("architecture") or recipe.get("backbone")
     return Source(
         Path(str(name)).name,
@@ -163,7 +160,7 @@ def load_data(source: Source, args) -> tuple[MedicalDataset, dict]:
         raise ValueError(
             f"{source.name} was trained for classes {label_names}; {dataset} has {ds.class_names}"
         )
-    size = round(source.data_config["input_size"][1] / source.data_config["crop_pct"])
+    size = cache_size_of(source.data_config)
     return ds, {s: ds.decode(s, size) for s in ("train", "val", "test")}
 
 

@@ -19,7 +19,15 @@ from zoo.data.images import ImageDecodeError, read_image
 from zoo.data.layout import candidate_roots, find_child, is_junk, list_images
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
 
-__all__ = ["DatasetNotFoundError", "MedicalDataset", "SplitDataset", "load_dataset", "MAX_BAD_FRACTION"]
+__all__ = [
+    "DatasetNotFoundError",
+    "MAX_BAD_FRACTION",
+    "MedicalDataset",
+    "SplitDataset",
+    "cache_size_of",
+    "load_dataset",
+    "reload_options",
+]
 
 log = logging.getLogger(__name__)
 MAX_BAD_FRACTION = 0.05  # more unreadable images than this is an error, not something to skip
@@ -360,3 +368,16 @@ def _apply_manifest(records: list[Record], class_names: list[str], manifest: str
                 f"{class_names[r.label]!r}"
             )
         r.split = split
+
+
+def cache_size_of(data_config: dict) -> int:
+    """The resolution a run decoded its images at: input size / crop_pct (the eval resize)."""
+    return round(data_config["input_size"][1] / data_config.get("crop_pct", 1.0))
+
+
+def reload_options(dataset: str, options: dict, data_config: dict) -> dict:
+    """A run's dataset options for reloading its data: synthetic tiles are regenerated at the run's cache size."""
+    options = dict(options)
+    if dataset == "synthetic":
+        options.setdefault("size", cache_size_of(data_config))
+    return options
