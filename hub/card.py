@@ -90,7 +90,7 @@ Demo: `python demo/app.py --model {repo_name}`.
 |---|---|
 | method | {method} ({method_paper}) |
 | backbone | {config["architecture"]}, {config["model_args"]["in_chans"]} input channel(s), {config["pretrained_cfg"]["input_size"][1]} px |
-| recipe | {zoo_meta.get("recipe_summary", "")} |
+| training | {zoo_meta.get("training", "")} |
 | seed | {zoo_meta.get("seed")} |
 | paper mode | {zoo_meta.get("paper_mode", False)} |
 | split manifest sha256 | `{zoo_meta.get("split_manifest_sha256", "")}` |

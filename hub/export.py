@@ -1,10 +1,12 @@
 """Export a pre-training run as a Hub folder: ``model.safetensors`` + ``config.json`` + ``README.md``.
 
-    python -m hub.export RUN_DIR OUT_DIR
+    python -m hub.export RUN_DIR [OUT_DIR] [--force]
 
 The folder holds the timm backbone with the run's linear probe as timm's own classifier (feature
 standardisation folded in), so ``zoo.load(OUT_DIR)``, ``timm.create_model("local-dir:OUT_DIR", pretrained=True)``
 and the demo all work on it. It is written to a temporary folder and renamed: an export is whole or absent.
+An existing ``OUT_DIR`` is only replaced when it is an earlier export (or empty); any other folder is left alone
+(``--force`` moves it aside, it never deletes it), and the run directory and its parents are always refused.
 """
 
 from __future__ import annotations
@@ -15,25 +17,31 @@ import logging
 import os
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import timm
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 
 import zoo
 from hub.card import render_card
-from zoo.data import eval_transform, get_dataset_spec, load_dataset
-from zoo.data.dataset import cache_size_of, reload_options
+from zoo.data import get_dataset_spec
 from zoo.data.splits import file_sha256
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, make_config, zoo_home
+from zoo.files import save_safetensors
+from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, is_export, make_config, zoo_home
 from zoo.methods import get_method_spec
 from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
+from zoo.run_dir import CURVES_FILE, ENCODER_FILE, SPLIT_FILE, Run, RunData, read_run
 
-__all__ = ["export_run", "build_classifier", "write_folder", "zoo_home"]
+__all__ = ["ExportError", "export_run", "build_classifier", "check_destination", "write_folder", "zoo_home"]
 
 log = logging.getLogger(__name__)
+# run-configuration keys that are paths on the training machine: not published
+MACHINE_PATHS = ("data_root", "output_dir")
+
+
+class ExportError(ValueError):
+    """The export cannot be written where it was asked to; the message says why and what to do."""
 
 
 def build_classifier(
@@ -60,33 +68,84 @@ def _head_prefix(model: torch.nn.Module, head: torch.nn.Module) -> str:
     return next(name for name, module in model.named_modules() if module is head) + "."
 
 
+def check_destination(out_dir: Path, run_dir: Path | None = None, force: bool = False) -> None:
+    """Refuse a destination whose files an export would destroy: the run itself or one of its parents always, any
+    existing folder that is neither empty nor an earlier export unless ``force`` (which moves it aside)."""
+    out = Path(out_dir).resolve()
+    if run_dir is not None:
+        run = Path(run_dir).resolve()
+        if out == run or run.is_relative_to(out):
+            raise ExportError(
+                f"{out_dir} is the run directory or one of its parents; export into a folder of its own, "
+                f"e.g. $ZOO_HOME/<name>"
+            )
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise ExportError(f"{out_dir} exists and is not a folder; choose another destination")
+    if is_export(out) or not any(out.iterdir()) or force:
+        return
+    names = sorted(p.name for p in out.iterdir())
+    raise ExportError(
+        f"{out_dir} exists and is not an export of this project (it holds {', '.join(names[:5])}"
+        f"{' …' if len(names) > 5 else ''}); nothing was changed. Choose a new folder, or pass --force to move "
+        "that folder aside (renamed, not deleted) and export there."
+    )
+
+
+def _set_aside(out: Path) -> Path:
+    aside = out.with_name(f"{out.name}.replaced-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}")
+    out.rename(aside)
+    log.warning("moved the existing folder %s aside to %s", out, aside)
+    return aside
+
+
 def write_folder(
-    out_dir: Path, model: torch.nn.Module, config: dict, card_text: str, extra: dict | None = None
+    out_dir: Path,
+    model: torch.nn.Module,
+    config: dict,
+    card_text: str,
+    extra: dict | None = None,
+    *,
+    run_dir: Path | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the three files into a temporary sibling folder, then swap it in place of ``out_dir``."""
+    """Write the export files into a temporary sibling folder, then swap it in place of ``out_dir`` (only over an
+    earlier export or an empty folder; see :func:`check_destination`)."""
     out_dir = Path(out_dir)
+    check_destination(out_dir, run_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own temporary folder, from an earlier failure
     tmp.mkdir()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (tmp / CARD_FILE).write_text(card_text)
-    for name, source in (extra or {}).items():
-        shutil.copyfile(source, tmp / name)
-    old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+    try:
+        save_safetensors(model.state_dict(), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
+        for name, source in (extra or {}).items():
+            shutil.copyfile(source, tmp / name)
+        check_destination(out_dir, run_dir, force)  # again: the folder may have changed during the export
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary folder
+        raise
+    replaced = None
     if out_dir.exists():
-        out_dir.rename(old)
+        if is_export(out_dir) or not any(out_dir.iterdir()):
+            replaced = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+            out_dir.rename(replaced)
+        else:  # a foreign folder, and force was given (check_destination): kept under another name
+            _set_aside(out_dir)
     tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)  # an earlier export of this project, or an empty folder
     return out_dir
 
 
-def _evaluate(encoder, splits: dict, transform, num_classes: int, knn_k: int) -> tuple[LinearProbe, dict]:
+def _evaluate(encoder, data: RunData, knn_k: int) -> tuple[LinearProbe, dict]:
     """Fit the probe on train (C chosen on val) and score kNN + probe on test."""
-    feats = {s: extract_features(encoder, images, transform) for s, (images, _) in splits.items()}
-    labels = {s: y for s, (_, y) in splits.items()}
+    transform, num_classes = data.eval_transform, data.dataset.num_classes
+    feats = {s: extract_features(encoder, images, transform) for s, (images, _) in data.splits.items()}
+    labels = {s: y for s, (_, y) in data.splits.items()}
     probe = fit_linear_probe(feats["train"], labels["train"], feats["val"], labels["val"])
     probabilities = torch.softmax(probe.logits(feats["test"]), dim=1)
     metrics = classification_metrics(probabilities, labels["test"], num_classes)
@@ -98,19 +157,12 @@ def _evaluate(encoder, splits: dict, transform, num_classes: int, knn_k: int) ->
     return probe, metrics
 
 
-def _load_run(run_dir: Path) -> tuple[dict, torch.nn.Module, object]:
-    """The run's config, its final encoder and its data (same split, from the manifest) — no train import."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    options = reload_options(cfg["dataset"], cfg["dataset_options"], summary["data_config"])
-    ds = load_dataset(
-        cfg["dataset"], cfg["data_root"], channels=cfg["channels"], manifest=run_dir / "split.csv", **options
-    )
-    encoder = zoo.create_backbone(cfg["backbone"], in_chans=ds.channels)
-    encoder.load_state_dict(load_file(run_dir / "encoder.safetensors"), strict=True)
-    size = cache_size_of(summary["data_config"])
-    splits = {s: ds.decode(s, size) for s in ("train", "val", "test")}
-    return cfg, encoder, (ds, splits, summary["data_config"])
+def published_config(cfg: dict) -> dict:
+    """The run configuration as published: paths of the training machine left out (they stay in the run)."""
+    public = {k: v for k, v in cfg.items() if k not in MACHINE_PATHS}
+    if public.get("split_manifest"):
+        public["split_manifest"] = Path(public["split_manifest"]).name
+    return public
 
 
 def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path) -> dict:
@@ -122,56 +174,63 @@ def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path) -> dict:
         "seed": cfg["seed"],
         "paper_mode": cfg["paper_mode"],
         "grouped_split": cfg["grouped_split"],
-        "recipe": cfg,
+        "config": published_config(cfg),
         "eval_split": "test",
-        "recipe_summary": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
+        "training": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
         "metrics": metrics,
-        "split_manifest_sha256": file_sha256(run_dir / "split.csv"),
+        "split_manifest_sha256": file_sha256(run_dir / SPLIT_FILE),
         "code_version": zoo.__version__,
     }
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, encoder=None, data=None) -> Path:
-    """Export ``run_dir`` (a finished pre-training run) to ``out_dir``.
-
-    ``encoder`` and ``data`` (an object with ``dataset``, ``train``/``val``/``test`` uint8 tensors and labels, and
-    ``data_config``) can be passed by the trainer to skip reloading them.
-    """
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    if not (run_dir / "encoder.safetensors").is_file():
-        raise FileNotFoundError(f"{run_dir} has no encoder.safetensors: is it a finished pre-training run?")
-    if encoder is None or data is None:
-        cfg, encoder, (ds, splits, data_config) = _load_run(run_dir)
-    else:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        ds, data_config = data.dataset, data.data_config
-        splits = {"train": data.train, "val": data.val, "test": data.test}
-    encoder = encoder.float().eval()
-    probe, metrics = _evaluate(encoder, splits, eval_transform(data_config), ds.num_classes, cfg["knn_k"])
-    model = build_classifier(encoder, cfg["backbone"], ds.channels, probe)
-    spec = get_dataset_spec(cfg["dataset"])
-    config = make_config(
+def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dict) -> dict:
+    cfg, ds = run.config, data.dataset
+    return make_config(
         cfg["backbone"],
         model.pretrained_cfg,
         num_classes=ds.num_classes,
         num_features=model.num_features,
         in_chans=ds.channels,
         label_names=ds.class_names,
-        data_config=data_config,
-        license=spec.license,
-        zoo_metadata=_zoo_metadata(cfg, metrics, run_dir),
+        data_config=data.data_config,
+        license=ds.spec.license,
+        zoo_metadata=_zoo_metadata(cfg, metrics, run.path),
     )
-    plot = run_dir / "curves.png"
+
+
+def export_run(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    encoder: torch.nn.Module | None = None,
+    data: RunData | None = None,
+    *,
+    force: bool = False,
+) -> Path:
+    """Export ``run_dir`` (a finished pre-training run) to ``out_dir``.
+
+    The trainer passes its ``encoder`` and ``data`` to skip reloading them.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    run = read_run(run_dir)
+    if not (run_dir / ENCODER_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} has no {ENCODER_FILE}: is it a finished pre-training run?")
+    check_destination(out_dir, run_dir, force)  # fail before the work, not after
+    encoder = (encoder if encoder is not None else run.load_encoder()).float().eval()
+    data = data if data is not None else run.load_data()
+    probe, metrics = _evaluate(encoder, data, run.config["knn_k"])
+    model = build_classifier(encoder, run.config["backbone"], data.dataset.channels, probe)
+    config = _export_config(run, model, data, metrics)
+    plot = run_dir / CURVES_FILE
     card = render_card(
         out_dir.name,
         config,
         metrics,
-        spec,
-        get_method_spec(cfg["method"]).paper,
-        plot="curves.png" if plot.is_file() else None,
+        get_dataset_spec(run.config["dataset"]),
+        get_method_spec(run.config["method"]).citation,
+        plot=PLOT_FILE if plot.is_file() else None,
     )
-    extra = {"curves.png": plot} if plot.is_file() else {}
-    path = write_folder(out_dir, model, config, str(card), extra)
+    extra = {PLOT_FILE: plot} if plot.is_file() else {}
+    path = write_folder(out_dir, model, config, str(card), extra, run_dir=run_dir, force=force)
     log.info(
         "exported %s → %s (linear %.3f, kNN %.3f on test)",
         run_dir,
@@ -183,16 +242,27 @@ def export_run(run_dir: str | Path, out_dir: str | Path, encoder=None, data=None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Export a pre-training run as a timm / Hub model folder.")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("out_dir", type=Path, nargs="?", help="default: $ZOO_HOME/<method>-<dataset>")
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.export",
+        description="Export a finished pre-training run as a timm / Hub model folder (model.safetensors, "
+        "config.json, README.md model card) with its linear probe as the classifier.",
+    )
+    parser.add_argument("run_dir", type=Path, help="the run directory (runs/<method>-<dataset>-<time>)")
+    parser.add_argument(
+        "out_dir", type=Path, nargs="?", help="destination folder (default: $ZOO_HOME/<method>-<dataset>)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="if OUT_DIR exists and is not an earlier export, move it aside (renamed, never deleted) first",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.out_dir is None:
-            cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+            cfg = read_run(args.run_dir).config
             args.out_dir = zoo_home() / f"{cfg['method']}-{cfg['dataset']}"
-        print(export_run(args.run_dir, args.out_dir))
+        print(export_run(args.run_dir, args.out_dir, force=args.force))
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

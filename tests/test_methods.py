@@ -5,7 +5,7 @@ import torch
 
 from zoo import create_backbone, create_method, list_methods
 from zoo.heads import SimSiamPredictionHead
-from zoo.losses import DCLWLoss, VICRegLoss
+from zoo.losses import BarlowTwinsLoss, DCLWLoss, SimCLRLoss, SimSiamLoss, VICRegLoss
 
 BACKBONES = ["resnet18", "convnext_atto"]
 
@@ -46,15 +46,53 @@ def test_simsiam_has_its_predictor_except_in_paper_mode():
     assert create_method("simsiam", "resnet18", paper_mode=True).predictor is None
 
 
-def test_paper_mode_reaches_the_losses():
-    assert create_method("dclw", "resnet18", paper_mode=True).criterion.paper_mode
-    assert not create_method("dclw", "resnet18").criterion.paper_mode
-    assert isinstance(create_method("vicreg", "resnet18", paper_mode=True).criterion, VICRegLoss)
-    assert isinstance(create_method("dclw", "resnet18").criterion, DCLWLoss)
+# each method's loss hyper-parameters, standard and in paper mode: the literals of the papers and the study
+LOSS_SETTINGS = {
+    ("simclr", False): (SimCLRLoss, {"temperature": 0.5}),
+    ("simclr", True): (SimCLRLoss, {"temperature": 0.5}),
+    ("dclw", False): (DCLWLoss, {"temperature": 0.1, "sigma": 0.5, "paper_mode": False}),
+    ("dclw", True): (DCLWLoss, {"temperature": 0.1, "sigma": 0.5, "paper_mode": True}),
+    ("vicreg", False): (
+        VICRegLoss,
+        {
+            "invariance_weight": 25.0,
+            "variance_weight": 25.0,
+            "covariance_weight": 1.0,
+            "eps": 1e-4,
+            "paper_mode": False,
+        },
+    ),
+    ("vicreg", True): (VICRegLoss, {"invariance_weight": 25.0, "variance_weight": 25.0, "paper_mode": True}),
+    ("barlowtwins", False): (BarlowTwinsLoss, {"lambda_offdiag": 0.0051}),
+    ("simsiam", False): (SimSiamLoss, {}),
+}
+
+
+@pytest.mark.parametrize(("method", "paper_mode"), list(LOSS_SETTINGS))
+def test_each_method_builds_its_loss_with_the_papers_settings(method, paper_mode):
+    loss_class, settings = LOSS_SETTINGS[(method, paper_mode)]
+    criterion = create_method(method, "test_resnet", paper_mode=paper_mode).criterion
+    assert type(criterion) is loss_class
+    assert {k: getattr(criterion, k) for k in settings} == settings
+
+
+def test_loss_defaults_are_the_papers():
+    assert SimCLRLoss().temperature == 0.5
+    assert (DCLWLoss().temperature, DCLWLoss().sigma, DCLWLoss().paper_mode) == (0.1, 0.5, False)
+    vicreg = VICRegLoss()
+    assert (vicreg.invariance_weight, vicreg.variance_weight, vicreg.covariance_weight, vicreg.eps) == (
+        25.0,
+        25.0,
+        1.0,
+        1e-4,
+    )
+    assert BarlowTwinsLoss().lambda_offdiag == 0.0051 and not vicreg.paper_mode
 
 
 def test_unknown_names_list_the_valid_choices():
-    with pytest.raises(ValueError, match="valid methods: barlowtwins, dclw, simclr, simsiam, vicreg"):
+    with pytest.raises(
+        ValueError, match="Unknown SSL method .byol.; valid: barlowtwins, dclw, simclr, simsiam, vicreg"
+    ):
         create_method("byol")
     with pytest.raises(ValueError, match="Close matches: .*resnet50"):
         create_backbone("resnet_50")

@@ -1,9 +1,15 @@
-"""The pre-training configuration: a dataclass read from a YAML recipe and overridden by CLI flags."""
+"""The pre-training configuration: one dataclass, read from a YAML recipe and overridden by CLI flags.
+
+A *recipe* is a YAML file of configuration keys (``train/recipes/<name>.yaml`` or any path); the *resolved
+configuration* (recipe + flags) is what a run stores as its ``config.yaml``. Every field's help text lives
+next to it, here, and is what ``python train/pretrain.py --help`` prints.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -13,13 +19,20 @@ import yaml
 
 from zoo.backbones import check_architecture
 from zoo.data import list_datasets
-from zoo.data.recipes import RECIPES
+from zoo.data.augment_policies import AUGMENT_POLICIES
 from zoo.methods import list_methods
+from zoo.run_dir import is_run, read_run
 
-__all__ = ["PretrainConfig", "load_config", "parse_args", "RESUMABLE_CHANGES", "RECIPE_DIR"]
+__all__ = ["PretrainConfig", "load_config", "parse_args", "RESUMABLE_CHANGES", "RECIPE_DIR", "GROUPS"]
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = RECIPE_DIR / "default.yaml"
+GROUPS = {
+    "method": "what to train",
+    "data": "data and augmentation",
+    "optimisation": "optimisation",
+    "run": "monitoring, checkpoints and outputs",
+}
 # fields that may differ between a checkpoint and the run that resumes it
 RESUMABLE_CHANGES = {
     "output_dir",
@@ -27,57 +40,85 @@ RESUMABLE_CHANGES = {
     "checkpoint_every",
     "keep_checkpoints",
     "log_with",
+    "log_every",
     "num_threads",
     "data_root",
     "progress",
+    "export_name",
 }
+
+
+def option(default, group: str, help: str, factory=None):
+    """A configuration field with its help text and ``--help`` group (``GROUPS``)."""
+    metadata = {"group": group, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class PretrainConfig:
     """Everything a pre-training run depends on. ``batch_size`` is the global batch (all processes)."""
 
-    # what to train
-    method: str = "simclr"
-    backbone: str = "resnet50"
-    paper_mode: bool = False
-    # data
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    dataset_options: dict = field(default_factory=dict)
-    channels: int | None = None
-    grouped_split: bool = False
-    split_seed: int = 16
-    split_manifest: str | None = None
-    image_size: int = 224
-    cache_size: int | None = None  # decoded cache resolution; None = image_size * 8/7 (256 for 224)
-    augment: str = "simclr"
-    crop_scale: list[float] | None = None
-    # optimisation
-    batch_size: int = 64
-    epochs: int = 200
-    max_steps: int | None = None  # optimizer steps; overrides epochs
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    warmup_steps: int = 0
-    min_lr: float = 0.0
-    grad_accum_steps: int = 1
-    mixed_precision: str = "auto"
-    seed: int = 0
-    num_threads: int | None = None
-    # monitoring and outputs
-    knn_k: int = 200
-    knn_metric: str = "cosine"
-    eval_every: int = 0  # steps; 0 = at the end of every epoch
-    checkpoint_every: int = 0  # steps; 0 = at the end of every epoch
-    keep_checkpoints: int = 2
-    log_with: str = "none"
-    output_dir: str | None = None
-    export_name: str | None = None  # also export the encoder into ZOO_HOME under this name
-    progress: bool = True
+    method: str = option("simclr", "method", "SSL method")
+    backbone: str = option("resnet50", "method", "any timm architecture (timm.list_models())")
+    paper_mode: bool = option(
+        False,
+        "method",
+        "reproduce the original study's code exactly, deviations included (one-sided DCLW, VICReg's summed "
+        "variance term, SimSiam without predictor, crop scale (0.08, 0.1))",
+    )
+    dataset: str = option("synthetic", "data", "registered dataset")
+    data_root: str | None = option(None, "data", "the unzipped download (wrapper folders are fine)")
+    dataset_options: dict = option(
+        None, "data", "dataset-specific options, e.g. {num_images: 400} or {flag: pathmnist}", factory=dict
+    )
+    channels: int | None = option(
+        None, "data", "1 or 3 to override the dataset's own channels (null: its own)"
+    )
+    grouped_split: bool = option(
+        False, "data", "keep each slide / source image / patient on one side of every split"
+    )
+    split_seed: int = option(16, "data", "seed of the train/val/test split (16 as in the study)")
+    split_manifest: str | None = option(None, "data", "a split.csv to reuse instead of drawing a split")
+    image_size: int = option(224, "data", "input size of the encoder (px)")
+    cache_size: int | None = option(
+        None, "data", "size images are decoded at, once (null: image_size x 8/7, 256 for 224)"
+    )
+    augment: str = option("simclr", "data", "augmentation policy")
+    crop_scale: list[float] | None = option(
+        None, "data", "RandomResizedCrop area range [low, high] (null: the policy's)"
+    )
+    batch_size: int = option(64, "optimisation", "global batch size (all processes together)")
+    epochs: int = option(200, "optimisation", "passes over the train split")
+    max_steps: int | None = option(None, "optimisation", "optimizer steps; overrides epochs")
+    optimizer: str = option("sgd", "optimisation", "timm optimizer; norms and biases get no weight decay")
+    lr: float = option(0.01, "optimisation", "peak learning rate")
+    momentum: float = option(0.9, "optimisation", "SGD / LARS momentum, in [0, 1)")
+    weight_decay: float = option(0.0, "optimisation", "weight decay (not applied to norms and biases)")
+    schedule: str = option("cosine", "optimisation", "learning-rate schedule after the warmup")
+    warmup_steps: int = option(0, "optimisation", "linear warmup from lr/100, in optimizer steps")
+    min_lr: float = option(0.0, "optimisation", "final learning rate of the cosine schedule")
+    grad_accum_steps: int = option(1, "optimisation", "batches accumulated per optimizer step")
+    mixed_precision: str = option(
+        "auto", "optimisation", "auto: bf16 where this machine runs it fast (measured), else fp32"
+    )
+    seed: int = option(0, "optimisation", "seed of the initialisation, batch order and augmentations")
+    num_threads: int | None = option(
+        None, "optimisation", "CPU threads per process (null: the cores divided among the processes)"
+    )
+    knn_k: int = option(200, "run", "neighbours of the kNN monitor and the final kNN")
+    knn_metric: str = option("cosine", "run", "kNN distance (euclidean: the study's)")
+    eval_every: int = option(0, "run", "kNN on val every N steps (0: at the end of every epoch)")
+    checkpoint_every: int = option(0, "run", "checkpoint every N steps (0: at the end of every epoch)")
+    keep_checkpoints: int = option(2, "run", "newest checkpoints kept")
+    log_with: str = option("none", "run", "experiment tracker (Accelerate's; needs its package)")
+    log_every: int = option(
+        10, "run", "steps between loss-health checks and metric writes (every step is still recorded)"
+    )
+    output_dir: str | None = option(None, "run", "run directory (null: runs/<method>-<dataset>-<time>)")
+    export_name: str | None = option(None, "run", "also export the encoder into $ZOO_HOME under this name")
+    progress: bool = option(True, "run", "show a progress bar")
 
     CHOICES: typing.ClassVar[dict] = {
         "optimizer": ("sgd", "adam", "adamw", "lars"),
@@ -85,39 +126,72 @@ class PretrainConfig:
         "mixed_precision": ("auto", "no", "bf16", "fp16"),
         "knn_metric": ("cosine", "euclidean"),
         "log_with": ("none", "tensorboard"),
-        "augment": tuple(RECIPES),
+        "augment": tuple(AUGMENT_POLICIES),
     }
+    POSITIVE: typing.ClassVar[tuple] = (
+        "batch_size",
+        "epochs",
+        "lr",
+        "image_size",
+        "grad_accum_steps",
+        "knn_k",
+        "keep_checkpoints",
+        "log_every",
+    )
+    NON_NEGATIVE: typing.ClassVar[tuple] = (
+        "momentum",
+        "weight_decay",
+        "warmup_steps",
+        "min_lr",
+        "eval_every",
+        "checkpoint_every",
+    )
+    POSITIVE_OR_NULL: typing.ClassVar[tuple] = ("max_steps", "num_threads", "cache_size")
+
+    @classmethod
+    def choices(cls) -> dict[str, tuple]:
+        return {**cls.CHOICES, "method": tuple(list_methods()), "dataset": tuple(list_datasets())}
 
     def validate(self) -> PretrainConfig:
-        """Raise ``ValueError`` naming the key and the valid choices for any invalid value."""
-        choices = {**self.CHOICES, "method": tuple(list_methods()), "dataset": tuple(list_datasets())}
-        for key, valid in choices.items():
+        """Raise ``ValueError`` naming the key (and the valid choices) for any invalid value."""
+        for key, valid in self.choices().items():
             if getattr(self, key) not in valid:
                 raise ValueError(
                     f"{key}={getattr(self, key)!r} is not valid; choose one of: {', '.join(valid)}"
                 )
         check_architecture(self.backbone)
-        positive = (
-            "batch_size",
-            "epochs",
-            "lr",
-            "image_size",
-            "grad_accum_steps",
-            "knn_k",
-            "keep_checkpoints",
-        )
-        for key in positive:
-            if getattr(self, key) <= 0:
+        for key in self.POSITIVE:
+            if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in self.NON_NEGATIVE:
+            if not getattr(self, key) >= 0 or not math.isfinite(getattr(self, key)):
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+        for key in self.POSITIVE_OR_NULL:
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0 or null, got {getattr(self, key)}")
+        self._check_ranges()
+        return self
+
+    def _check_ranges(self) -> None:
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2: SSL losses need several samples per batch")
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ValueError(f"max_steps must be > 0 or null, got {self.max_steps}")
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.channels not in (None, 1, 3):
             raise ValueError(f"channels must be 1, 3 or null (the dataset's own), got {self.channels}")
-        if self.crop_scale is not None and len(self.crop_scale) != 2:
-            raise ValueError(f"crop_scale must be [low, high], got {self.crop_scale}")
-        return self
+        if self.cache_size is not None and self.cache_size < self.image_size:
+            raise ValueError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
+        scale = self.crop_scale
+        if scale is not None and not (
+            len(scale) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+            and 0 < scale[0] <= scale[1] <= 1
+        ):
+            raise ValueError(
+                f"crop_scale must be two numbers [low, high] with 0 < low <= high <= 1, got {scale}"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,52 +224,109 @@ def _coerce(key: str, value, annotation):
     raise ValueError(f"{key}: expected {names}, got {value!r}")
 
 
-def load_config(recipe: str | Path | None = None, overrides: dict | None = None) -> PretrainConfig:
-    """Read a YAML recipe (default: the embedded default), apply ``overrides``, validate.
-
-    Unknown keys are an error (never silently ignored).
-    """
+def _read_recipe(recipe: str | Path | None) -> tuple[dict, Path]:
     path = Path(recipe) if recipe else DEFAULT_RECIPE
     if recipe and not path.is_file() and (RECIPE_DIR / f"{recipe}.yaml").is_file():
         path = RECIPE_DIR / f"{recipe}.yaml"  # a recipe name such as vicreg-breast
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
         raise ValueError(f"recipe {recipe} not found; give a YAML path or one of: {names}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        problem = str(e).splitlines()[0]
+        raise ValueError(f"recipe {path}: not valid YAML ({problem}); only plain YAML values are read") from e
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe must be a mapping of configuration keys")
+    return values, path
+
+
+def load_config(
+    recipe: str | Path | None = None, overrides: dict | None = None, base: dict | None = None
+) -> PretrainConfig:
+    """Read a YAML recipe (default: the embedded default) or start from ``base`` (a run's stored configuration),
+    apply ``overrides``, validate.
+
+    Unknown keys are an error (never silently ignored).
+    """
+    if base is not None and recipe is None:
+        values, source = dict(base), "the run's config.yaml"
+    else:
+        values, path = _read_recipe(recipe)
+        source = path.name
     values.update(overrides or {})
     types_ = _field_types()
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ValueError(
-            f"unknown configuration keys {unknown} (in {path.name} or the flags); valid keys: "
+            f"unknown configuration keys {unknown} (in {source} or the flags); valid keys: "
             f"{', '.join(sorted(types_))}"
         )
     kwargs = {k: _coerce(k, v, types_[k]) for k, v in values.items()}
     return PretrainConfig(**kwargs).validate()
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, argparse.Namespace]:
-    """``--config RECIPE``, ``--resume [PATH|latest]``, ``--halt-at-step N`` and one ``--<key> VALUE`` flag per
-    configuration field (values parsed as YAML: ``--crop-scale [0.2,1]``, ``--dataset-options {size: 96}``)."""
+def _yaml_value(text: str):
+    """A flag's value, parsed as YAML (numbers, booleans, lists, mappings, null)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid value ({str(e).splitlines()[0]})") from e
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Self-supervised pre-training (run with `accelerate launch train/pretrain.py`).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="pretrain",
+        description="Self-supervised pre-training (run with `accelerate launch train/pretrain.py`). The defaults "
+        "below are the built-in ones: a recipe (--recipe; default: train/recipes/default.yaml) overrides them "
+        "and flags override the recipe. Values are YAML: --crop-scale [0.2,1], --dataset-options "
+        "'{num_images: 400}', --max-steps null.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", help="YAML recipe path or name in train/recipes (default: the embedded default)"
+        "--recipe",
+        "--config",
+        dest="recipe",
+        help="YAML recipe path or name in train/recipes (e.g. vicreg-breast); with --resume and no recipe, "
+        "the run's own config.yaml",
     )
     parser.add_argument(
-        "--resume", nargs="?", const="latest", help="continue a run: 'latest' or a checkpoint path"
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="latest|CHECKPOINT",
+        help="continue the run in --output-dir: from its newest intact checkpoint (latest) or a given "
+        "checkpoints/step_* folder; a run without checkpoints starts afresh",
     )
     parser.add_argument(
-        "--halt-at-step", type=int, help="stop (with a checkpoint) after this step, as a crash would"
+        "--halt-at-step",
+        type=int,
+        metavar="N",
+        help="stop after step N with a checkpoint (for time-limited job slots); continue with --resume",
     )
-    for name in _field_types():
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, type=yaml.safe_load, default=argparse.SUPPRESS
+    groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
+    choices = PretrainConfig.choices()
+    for f in dataclasses.fields(PretrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        valid = f" One of: {', '.join(choices[f.name])}." if f.name in choices else ""
+        groups[f.metadata["group"]].add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=_yaml_value,
+            default=argparse.SUPPRESS,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['help']}.{valid} (default: {default})",
         )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, argparse.Namespace]:
+    """``--recipe RECIPE``, ``--resume [PATH|latest]``, ``--halt-at-step N`` and one ``--<key> VALUE`` flag per
+    configuration field."""
+    args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if k in _field_types()}
-    return load_config(args.config, overrides), args
+    base = None
+    output_dir = overrides.get("output_dir")
+    if args.resume is not None and args.recipe is None and output_dir and is_run(output_dir):
+        base = read_run(output_dir).config  # continue the run as it was configured
+    return load_config(args.recipe, overrides, base), args

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,13 @@ if __package__ in (None, ""):
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file
 
 import zoo
-from train.reports import write_plots, write_report
-from zoo.data import MedicalDataset, eval_transform, load_dataset
+from train.reports import markdown_table, write_plots, write_report
 from zoo.data.batch_augment import BatchAugment
-from zoo.data.dataset import cache_size_of, reload_options
+from zoo.files import atomic_write_text
+from zoo.hub_format import WEIGHTS_FILE
 from zoo.probe import (
     classification_metrics,
     extract_features,
@@ -41,127 +41,194 @@ from zoo.probe import (
     knn_predict,
     label_fraction_indices,
 )
+from zoo.run_dir import ENCODER_FILE, EVAL_DIR, SPLIT_FILE, RunData, is_run, load_run_data, read_run
 
 log = logging.getLogger("evaluate")
-PROTOCOLS = ("knn", "knn_euclidean", "linear", "mlp", "finetune")
 BASELINES = ("random", "imagenet")
+STUDY_KNN_K = 200  # the study's Euclidean kNN (sklearn, k = 200)
+METRIC_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_weighted",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "auroc",
+)
 
 
 @dataclass
 class Source:
-    """What is evaluated: the encoder, its architecture and the data it belongs to."""
+    """What is evaluated: the encoder, its data config and the run configuration it came from."""
 
     name: str
     encoder: torch.nn.Module
     architecture: str
     in_chans: int
-    data_config: dict
-    dataset: str
-    data_root: str | None
-    dataset_options: dict
-    manifest: Path | None
-    knn_k: int = 200
+    config: dict  # the run configuration (dataset, dataset_options, split, knn_k, …)
+    data_config: dict | None  # None for an unfinished run: derived from its data
+    manifest: Path | None = None
 
 
-def _from_run(run_dir: Path, weights: Path) -> Source:
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary = (
-        json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+@dataclass
+class Settings:
+    """The protocols' hyper-parameters."""
+
+    knn_k: int
+    knn_euclidean_k: int = STUDY_KNN_K
+    mlp_epochs: int = 200
+    finetune_epochs: int = 30
+
+
+@dataclass
+class ProbeTask:
+    """One protocol run: frozen features of every split, the label-fraction subset of train, a seed."""
+
+    encoder: torch.nn.Module
+    data: RunData
+    features: dict[str, torch.Tensor]  # split → N x F
+    labels: dict[str, torch.Tensor]  # split → N
+    train_subset: torch.Tensor  # indices into the train split
+    seed: int
+    settings: Settings
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.dataset.num_classes
+
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features["train"][self.train_subset], self.labels["train"][self.train_subset]
+
+
+def _normalised(scores: torch.Tensor) -> torch.Tensor:
+    return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def predict_knn(task: ProbeTask) -> torch.Tensor:
+    """Cosine-weighted kNN (k = the run's ``knn_k``)."""
+    x, y = task.train
+    k = task.settings.knn_k
+    return _normalised(knn_predict(x, y, task.features["test"], task.num_classes, k=k, metric="cosine"))
+
+
+def predict_knn_euclidean(task: ProbeTask) -> torch.Tensor:
+    """The study's kNN: Euclidean, k = 200, majority vote on raw features."""
+    x, y = task.train
+    k = task.settings.knn_euclidean_k
+    return _normalised(knn_predict(x, y, task.features["test"], task.num_classes, k=k, metric="euclidean"))
+
+
+def predict_linear(task: ProbeTask) -> torch.Tensor:
+    """L-BFGS logistic regression on standardised features, L2 chosen on val."""
+    probe = fit_linear_probe(*task.train, task.features["val"], task.labels["val"])
+    return torch.softmax(probe.logits(task.features["test"]), dim=1)
+
+
+def predict_mlp(task: ProbeTask) -> torch.Tensor:
+    """The study's MLP head (512-BN-LeakyReLU) on frozen features."""
+    head, _ = fit_mlp_head(
+        *task.train,
+        task.features["val"],
+        task.labels["val"],
+        task.num_classes,
+        epochs=task.settings.mlp_epochs,
+        seed=task.seed,
     )
-    state = load_file(weights)
-    if any(k.startswith("backbone.") for k in state):  # an Accelerate checkpoint of the whole SSL model
-        state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
-    in_chans = state[next(k for k in state if state[k].ndim == 4)].shape[1]
-    encoder = zoo.create_backbone(cfg["backbone"], in_chans=in_chans)
-    encoder.load_state_dict(state, strict=True)
-    data_config = summary.get("data_config") or _run_data_config(cfg, in_chans)
-    options = reload_options(cfg["dataset"], cfg["dataset_options"], data_config)
-    return Source(
-        run_dir.name,
-        encoder,
-        cfg["backbone"],
-        in_chans,
-        data_config,
-        cfg["dataset"],
-        cfg["data_root"],
-        options,
-        run_dir / "split.csv",
-        cfg["knn_k"],
+    with torch.no_grad():
+        return torch.softmax(head(task.features["test"]), dim=1)
+
+
+def predict_finetune(task: ProbeTask) -> torch.Tensor:
+    """End-to-end fine-tuning of a copy of the encoder with a linear head, early-stopped on val."""
+    images, labels = task.data.train
+    subset = task.train_subset
+    ds = task.data.dataset
+    augment = BatchAugment(
+        images.shape[-1], ds.channels, ds.mean, ds.std, crop_scale=(0.5, 1.0), seed=task.seed
     )
-
-
-def _run_data_config(cfg: dict, in_chans: int) -> dict:
-    """The data config of a run that has no summary yet (a checkpoint of an unfinished run)."""
-    from train.config import PretrainConfig
-    from train.data import cache_size
-
-    pc = PretrainConfig(**cfg)
-    spec = zoo.data.get_dataset_spec(pc.dataset)
-    mean, std = (
-        (spec.mean, spec.std)
-        if len(spec.mean) == in_chans
-        else ((spec.mean[0],) * in_chans, (spec.std[0],) * in_chans)
+    ids = torch.arange(len(subset))
+    model, _ = fine_tune(
+        task.encoder,
+        task.num_classes,
+        (images[subset], labels[subset]),
+        task.data.val,
+        lambda x: augment(x, ids[: len(x)]),
+        task.data.eval_transform,
+        epochs=task.settings.finetune_epochs,
+        seed=task.seed,
     )
-    return {
-        "input_size": (in_chans, pc.image_size, pc.image_size),
-        "crop_pct": pc.image_size / cache_size(pc),
-        "interpolation": "bilinear",
-        "mean": mean,
-        "std": std,
-    }
+    return torch.softmax(extract_features(model, task.data.test[0], task.data.eval_transform), dim=1)
 
 
-def _from_export(name: str) -> Source:
+PROTOCOLS: dict[str, Callable[[ProbeTask], torch.Tensor]] = {
+    "knn": predict_knn,
+    "knn_euclidean": predict_knn_euclidean,
+    "linear": predict_linear,
+    "mlp": predict_mlp,
+    "finetune": predict_finetune,
+}
+
+
+def _source_from_run(path: Path, weights: Path | None = None) -> Source:
+    run = read_run(path)
+    encoder = run.load_encoder(weights)
+    in_chans = next(p for p in encoder.parameters() if p.ndim == 4).shape[1]
+    data_config = (run.summary or {}).get("data_config")
+    name = path.name if weights is None else f"{path.name}/{weights.parent.name}"
+    return Source(name, encoder, run.config["backbone"], in_chans, run.config, data_config, path / SPLIT_FILE)
+
+
+def _source_from_export(name: str) -> Source:
     model = zoo.load(name, features_only=True)
     meta, cfg = model.zoo_metadata, model.pretrained_cfg
-    recipe = meta.get("recipe", {})
+    config = dict(meta.get("config") or {})
+    config.setdefault("dataset", meta.get("dataset", ""))
     data_config = {k: cfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    options = reload_options(meta.get("dataset", ""), recipe.get("dataset_options", {}), data_config)
-    architecture = cfg.get("architecture") or recipe.get("backbone")
-    return Source(
-        Path(str(name)).name,
-        model,
-        architecture,
-        cfg["input_size"][0],
-        data_config,
-        meta.get("dataset", ""),
-        recipe.get("data_root"),
-        options,
-        None,
-        recipe.get("knn_k", 200),
-    )
+    architecture = cfg.get("architecture") or config.get("backbone")
+    return Source(Path(str(name)).name, model, architecture, cfg["input_size"][0], config, data_config)
 
 
 def resolve_source(target: str) -> Source:
+    """A run directory, a checkpoint folder inside a run, an exported folder or a zoo name."""
     path = Path(target)
-    if (path / "config.yaml").is_file() and (path / "encoder.safetensors").is_file():
-        return _from_run(path, path / "encoder.safetensors")
-    if (path / "model.safetensors").is_file() and (path.parent.parent / "config.yaml").is_file():
-        return _from_run(path.parent.parent, path / "model.safetensors")  # checkpoints/step_*
-    return _from_export(target)
+    if is_run(path) and (path / ENCODER_FILE).is_file():
+        return _source_from_run(path)
+    if (path / WEIGHTS_FILE).is_file() and is_run(path.parent.parent):  # <run>/checkpoints/step_*
+        return _source_from_run(path.parent.parent, path / WEIGHTS_FILE)
+    return _source_from_export(target)
 
 
-def load_data(source: Source, args) -> tuple[MedicalDataset, dict]:
-    dataset = args.dataset or source.dataset
-    if not dataset:
+def load_data(source: Source, args) -> RunData:
+    """The source's own data and split, or ``--dataset`` (with the encoder's input size and normalisation)."""
+    same = not args.dataset or args.dataset == source.config.get("dataset")
+    if not same:
+        config = {
+            "dataset": args.dataset,
+            "image_size": (source.data_config or {}).get("input_size", [0, 224])[1],
+        }
+    elif source.config.get("dataset"):
+        config = dict(source.config)
+    else:
         raise ValueError(f"{source.name} does not say which dataset it belongs to; pass --dataset")
-    same = dataset == source.dataset
-    ds = load_dataset(
-        dataset,
-        args.data_root or (source.data_root if same else None),
-        channels=source.in_chans,
+    config["channels"] = source.in_chans
+    data = load_run_data(
+        config,
         manifest=args.manifest or (source.manifest if same else None),
-        **(source.dataset_options if same else {}),
+        data_root=args.data_root,
+        data_config=source.data_config,
     )
+    ds = data.dataset
     if ds.channels != source.in_chans:
-        raise ValueError(f"{source.name} takes {source.in_chans} channel(s), {dataset} has {ds.channels}")
+        raise ValueError(
+            f"{source.name} takes {source.in_chans} channel(s), {ds.spec.name} has {ds.channels}"
+        )
     label_names = getattr(source.encoder, "label_names", None)
     if same and label_names and len(label_names) != ds.num_classes:
         raise ValueError(
-            f"{source.name} was trained for classes {label_names}; {dataset} has {ds.class_names}"
+            f"{source.name} was trained for classes {label_names}; {ds.spec.name} has {ds.class_names}"
         )
-    size = cache_size_of(source.data_config)
-    return ds, {s: ds.decode(s, size) for s in ("train", "val", "test")}
+    return data
 
 
 def baseline_encoders(source: Source, names: list[str], weights: Path | None) -> dict[str, torch.nn.Module]:
@@ -175,8 +242,7 @@ def baseline_encoders(source: Source, names: list[str], weights: Path | None) ->
                 source.architecture, in_chans=source.in_chans, pretrained=weights is None
             )
             if weights is not None:
-                state = load_file(weights)
-                missing, unexpected = encoder.load_state_dict(state, strict=False)
+                missing, _ = encoder.load_state_dict(load_file(weights), strict=False)
                 if missing:
                     raise ValueError(f"--weights {weights} lacks {missing[:5]} for {source.architecture}")
             out["imagenet-supervised"] = encoder
@@ -191,35 +257,22 @@ def baseline_encoders(source: Source, names: list[str], weights: Path | None) ->
     return out
 
 
-def evaluate_encoder(encoder, ds, splits, transform, args, knn_k: int) -> tuple[list[dict], torch.Tensor]:
+def evaluate_encoder(encoder, data: RunData, args, settings: Settings) -> tuple[list[dict], torch.Tensor]:
     """Every protocol × fraction × seed on features extracted once; returns (rows, test features)."""
-    feats = {s: extract_features(encoder, x, transform) for s, (x, _) in splits.items()}
-    labels = {s: y for s, (_, y) in splits.items()}
+    transform = data.eval_transform
+    features = {s: extract_features(encoder, x, transform) for s, (x, _) in data.splits.items()}
+    labels = {s: y for s, (_, y) in data.splits.items()}
     rows = []
     for fraction in args.fractions:
         for seed in args.seeds if fraction < 1 else args.seeds[:1]:
-            idx = label_fraction_indices(labels["train"], fraction, seed, ds.class_names)
-            train_f, train_y = feats["train"][idx], labels["train"][idx]
+            subset = label_fraction_indices(labels["train"], fraction, seed, data.dataset.class_names)
+            task = ProbeTask(encoder, data, features, labels, subset, seed, settings)
             for protocol in args.protocols:
-                probs = _predict(
-                    protocol,
-                    encoder,
-                    ds,
-                    splits,
-                    idx,
-                    train_f,
-                    train_y,
-                    feats,
-                    labels,
-                    transform,
-                    args,
-                    knn_k,
-                    seed,
-                )
-                metrics = classification_metrics(probs, labels["test"], ds.num_classes)
+                probabilities = PROTOCOLS[protocol](task)
+                metrics = classification_metrics(probabilities, labels["test"], data.dataset.num_classes)
                 rows.append({"protocol": protocol, "fraction": fraction, "seed": seed, **metrics})
                 if protocol == "linear" and fraction == 1.0:
-                    rows[-1]["roc"] = roc_points(probs, labels["test"], ds.num_classes)
+                    rows[-1]["roc"] = roc_points(probabilities, labels["test"], data.dataset.num_classes)
                 log.info(
                     "%-13s %5.0f%% seed %d: accuracy %.3f",
                     protocol,
@@ -227,43 +280,7 @@ def evaluate_encoder(encoder, ds, splits, transform, args, knn_k: int) -> tuple[
                     seed,
                     metrics["accuracy"],
                 )
-    return rows, feats["test"]
-
-
-def _predict(
-    protocol, encoder, ds, splits, idx, train_f, train_y, feats, labels, transform, args, knn_k, seed
-):
-    c = ds.num_classes
-    if protocol in ("knn", "knn_euclidean"):
-        metric = "cosine" if protocol == "knn" else "euclidean"
-        scores = knn_predict(
-            train_f, train_y, feats["test"], c, k=knn_k if metric == "cosine" else 200, metric=metric
-        )
-        return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-12)
-    if protocol == "linear":
-        probe = fit_linear_probe(train_f, train_y, feats["val"], labels["val"])
-        return torch.softmax(probe.logits(feats["test"]), dim=1)
-    if protocol == "mlp":
-        head, _ = fit_mlp_head(
-            train_f, train_y, feats["val"], labels["val"], c, epochs=args.mlp_epochs, seed=seed
-        )
-        with torch.no_grad():
-            return torch.softmax(head(feats["test"]), dim=1)
-    augment = BatchAugment(
-        splits["train"][0].shape[-1], ds.channels, ds.mean, ds.std, crop_scale=(0.5, 1.0), seed=seed
-    )
-    ids = torch.arange(len(idx))
-    model, _ = fine_tune(
-        encoder,
-        c,
-        (splits["train"][0][idx], splits["train"][1][idx]),
-        splits["val"],
-        lambda x: augment(x, ids[: len(x)]),
-        transform,
-        epochs=args.finetune_epochs,
-        seed=seed,
-    )
-    return torch.softmax(extract_features(model, splits["test"][0], transform), dim=1)
+    return rows, features["test"]
 
 
 def roc_points(probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple | None:
@@ -289,15 +306,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (encoder, protocol, fraction), items in groups.items():
         summary = {"encoder": encoder, "protocol": protocol, "fraction": fraction, "seeds": len(items)}
-        for key in (
-            "accuracy",
-            "balanced_accuracy",
-            "f1_weighted",
-            "f1_macro",
-            "precision_weighted",
-            "recall_weighted",
-            "auroc",
-        ):
+        for key in METRIC_KEYS:
             values = [r[key] for r in items if r[key] is not None]
             summary[key] = float(np.mean(values)) if values else None
             summary[f"{key}_std"] = float(np.std(values)) if values else None
@@ -305,25 +314,59 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="run directory, checkpoint folder, exported folder or zoo name")
-    p.add_argument(
-        "--protocols", default="knn,knn_euclidean,linear", help=f"comma-separated from {PROTOCOLS}"
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--fractions", default="0.01,0.1,1.0")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--baselines", default="random", help=f"comma-separated from {BASELINES}, or none")
-    p.add_argument(
+    p.add_argument("target", help="run directory, checkpoint folder, exported folder or zoo name")
+    what = p.add_argument_group("protocols")
+    what.add_argument(
+        "--protocols",
+        default="knn,knn_euclidean,linear",
+        help=f"comma-separated, from: {', '.join(PROTOCOLS)} (default: %(default)s)",
+    )
+    what.add_argument(
+        "--fractions", default="0.01,0.1,1.0", help="labelled fractions of train (default: %(default)s)"
+    )
+    what.add_argument(
+        "--seeds", default="0,1,2", help="seeds of each fraction below 1 (default: %(default)s)"
+    )
+    what.add_argument("--knn-k", type=int, help="neighbours of the cosine kNN (default: the run's knn_k)")
+    what.add_argument(
+        "--knn-euclidean-k",
+        type=int,
+        default=STUDY_KNN_K,
+        help="neighbours of the study's kNN (default: %(default)s)",
+    )
+    what.add_argument(
+        "--mlp-epochs", type=int, default=200, help="epochs of the MLP head (default: %(default)s)"
+    )
+    what.add_argument(
+        "--finetune-epochs", type=int, default=30, help="fine-tuning epochs (default: %(default)s)"
+    )
+    base = p.add_argument_group("baselines")
+    base.add_argument(
+        "--baselines",
+        default="random",
+        help=f"comma-separated from {', '.join(BASELINES)}, or none (default: random)",
+    )
+    base.add_argument(
         "--weights", type=Path, help="local ImageNet weights (safetensors) for the imagenet baseline"
     )
-    p.add_argument("--dataset", help="evaluate on another registered dataset")
-    p.add_argument("--data-root")
-    p.add_argument("--manifest", type=Path, help="split manifest CSV to use")
-    p.add_argument("--mlp-epochs", type=int, default=200)
-    p.add_argument("--finetune-epochs", type=int, default=30)
-    p.add_argument("--output-dir", type=Path)
-    p.add_argument("--no-plots", action="store_true")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", help="evaluate on another registered dataset")
+    data.add_argument("--data-root", help="the dataset folder (default: the run's)")
+    data.add_argument(
+        "--manifest", type=Path, help="split manifest CSV to use (default: the run's split.csv)"
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--output-dir", type=Path, help="default: <run>/eval, or eval/<name> for an export")
+    out.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
     args = p.parse_args(argv)
     args.protocols = [x for x in args.protocols.split(",") if x]
     args.fractions = [float(x) for x in args.fractions.split(",")]
@@ -341,28 +384,28 @@ def parse_args(argv=None):
 
 def run(args) -> dict:
     source = resolve_source(args.target)
-    ds, splits = load_data(source, args)
-    transform = eval_transform(source.data_config)
+    data = load_data(source, args)
+    settings = Settings(
+        knn_k=args.knn_k or source.config.get("knn_k", STUDY_KNN_K),
+        knn_euclidean_k=args.knn_euclidean_k,
+        mlp_epochs=args.mlp_epochs,
+        finetune_epochs=args.finetune_epochs,
+    )
     encoders = {"ssl": source.encoder, **baseline_encoders(source, args.baselines, args.weights)}
     rows, test_features = [], {}
     for name, encoder in encoders.items():
         log.info("evaluating %s (%s)", name, source.architecture)
-        encoder_rows, test_features[name] = evaluate_encoder(
-            encoder.eval(), ds, splits, transform, args, source.knn_k
-        )
+        encoder_rows, test_features[name] = evaluate_encoder(encoder.eval(), data, args, settings)
         rows += [{"encoder": name, **r} for r in encoder_rows]
-    out_dir = args.output_dir or (
-        Path(args.target) / "eval"
-        if (Path(args.target) / "config.yaml").is_file()
-        else Path("eval") / source.name
-    )
+    target = Path(args.target)
+    out_dir = args.output_dir or (target / EVAL_DIR if is_run(target) else Path(EVAL_DIR) / source.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     roc = {r["encoder"]: r.pop("roc") for r in rows if r.get("roc")}
     result = {
         "source": source.name,
-        "dataset": ds.spec.name,
-        "classes": ds.class_names,
-        "counts": ds.counts(),
+        "dataset": data.dataset.spec.name,
+        "classes": data.dataset.class_names,
+        "counts": data.dataset.counts(),
         "architecture": source.architecture,
         "protocols": args.protocols,
         "fractions": args.fractions,
@@ -371,12 +414,10 @@ def run(args) -> dict:
         "runs": rows,
         "roc": roc,
     }
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out_dir / "metrics.json")
+    atomic_write_text(out_dir / "metrics.json", json.dumps(result, indent=2))
     write_report(result, out_dir / "results.md")
     if not args.no_plots:
-        write_plots(result, test_features, splits["test"][1], out_dir)
+        write_plots(result, test_features, data.test[1], out_dir)
     log.info("wrote %s", out_dir)
     return result
 
@@ -391,8 +432,6 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, zoo.ModelNotAvailableError) as e:
         log.error("%s", e)
         return 2
-    from train.reports import markdown_table
-
     print(markdown_table(result["summary"]))
     return 0 if result["summary"] else 1
 

@@ -1,4 +1,4 @@
-"""Run monitoring: metrics.jsonl, kNN evaluation of the encoder, representation collapse, curve plots."""
+"""Run monitoring: metrics.jsonl, the kNN monitor, representation-collapse detection, curve plots."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from zoo.probe import extract_features, knn_accuracy
+from zoo.run_dir import RunData
+
+__all__ = [
+    "COLLAPSE_THRESHOLD",
+    "CollapseDetector",
+    "KnnMonitor",
+    "MetricsLog",
+    "embedding_spread",
+    "plot_curves",
+]
 
 log = logging.getLogger("train")
 
@@ -29,22 +39,59 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
+        """Every complete record (a line cut off by a kill is skipped)."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return records
 
 
-def embedding_spread(z: torch.Tensor) -> float:
-    """Mean per-dimension std of L2-normalised embeddings, times sqrt(D) (lightly's collapse measure)."""
+def embedding_spread(z: torch.Tensor) -> torch.Tensor:
+    """Mean per-dimension std of L2-normalised embeddings, times sqrt(D) (lightly's collapse measure); a 0-d
+    tensor on z's device (no host synchronisation).
+
+    Shape:
+        z: N x D. Output: scalar tensor, ~1 when the embeddings spread, 0 when they collapse to a point.
+    """
     z = F.normalize(z.detach().float(), dim=1)  # N x D
-    return (z.std(dim=0).mean() * math.sqrt(z.shape[1])).item()
+    return z.std(dim=0).mean() * math.sqrt(z.shape[1])
 
 
-def knn_eval(encoder, bank: tuple, queries: tuple, transform, num_classes: int, k: int, metric: str) -> float:
-    """kNN accuracy of ``encoder``: memory bank = (uint8 images, labels), scored on ``queries``."""
-    bank_features = extract_features(encoder, bank[0], transform)
-    query_features = extract_features(encoder, queries[0], transform)
-    return knn_accuracy(bank_features, bank[1], query_features, queries[1], num_classes, k=k, metric=metric)
+class CollapseDetector:
+    """Warns once when the embedding spread falls below ``threshold`` after the warmup."""
+
+    def __init__(self, threshold: float = COLLAPSE_THRESHOLD, after_step: int = 0):
+        self.threshold, self.after_step, self.warned = threshold, after_step, False
+
+    def update(self, step: int, spread: float) -> bool:
+        """Record one step; True when this step is the collapse being reported."""
+        if self.warned or step <= self.after_step or spread >= self.threshold:
+            return False
+        log.warning("representation collapse: embedding spread %.3f at step %d", spread, step)
+        self.warned = True
+        return True
+
+
+class KnnMonitor:
+    """kNN accuracy of an encoder on a run's data: memory bank = train split, queries = val or test."""
+
+    def __init__(self, data: RunData, k: int, metric: str):
+        self.data, self.k, self.metric = data, k, metric
+
+    def __call__(self, encoder: torch.nn.Module, split: str = "val") -> float:
+        images, labels = self.data.splits[split]
+        transform = self.data.eval_transform
+        bank = extract_features(encoder, self.data.train[0], transform)
+        queries = extract_features(encoder, images, transform)
+        num_classes = self.data.dataset.num_classes
+        return knn_accuracy(
+            bank, self.data.train[1], queries, labels, num_classes, k=self.k, metric=self.metric
+        )
 
 
 def plot_curves(metrics: list[dict], path: Path, title: str) -> None:

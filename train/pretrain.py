@@ -1,8 +1,8 @@
 """Self-supervised pre-training with Accelerate on CPU, one or many GPUs, one or many machines.
 
 accelerate launch train/pretrain.py                       # the embedded default (synthetic, ~2 min on 2 CPUs)
-accelerate launch train/pretrain.py --config simclr-breast --data-root ~/data/archive
-accelerate launch train/pretrain.py --resume latest --output-dir runs/simclr-breast
+accelerate launch train/pretrain.py --recipe simclr-breast --data-root ~/data/archive
+accelerate launch train/pretrain.py --resume --output-dir runs/simclr-breast
 python train/pretrain.py --max-steps 20                   # plain python works too (one process)
 """
 
@@ -14,35 +14,37 @@ import math
 import os
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch train/pretrain.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
-import yaml
 from accelerate import Accelerator
-from accelerate.tracking import TensorBoardTracker
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    broadcast_object_list,
-    is_tensorboard_available,
-    set_seed,
-)
-from safetensors.torch import save_file
+from accelerate.utils import DataLoaderConfiguration, set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from train.checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
-from train.config import RESUMABLE_CHANGES, PretrainConfig, parse_args
-from train.data import IndexedImages, PretrainData, load_pretrain_data
-from train.monitor import COLLAPSE_THRESHOLD, MetricsLog, embedding_spread, knn_eval, plot_curves
+from train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from train.config import PretrainConfig, parse_args
+from train.data import IndexedImages, load_pretrain_data
+from train.lifecycle import RunDirError, checkpoint_config, claim_run_dir, truncate_metrics, write_run_config
+from train.monitor import CollapseDetector, KnnMonitor, MetricsLog, embedding_spread, plot_curves
+from train.tracking import check_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
+from zoo.files import atomic_write_text, save_safetensors
 from zoo.methods import SSLModel, create_method
+from zoo.run_dir import (
+    BEST_ENCODER_FILE,
+    CURVES_FILE,
+    ENCODER_FILE,
+    METRICS_FILE,
+    SPLIT_FILE,
+    SUMMARY_FILE,
+)
 from zoo.runtime import bf16_is_fast
 
 log = logging.getLogger("train")
@@ -53,8 +55,6 @@ class LossNotFiniteError(FloatingPointError):
 
 
 def build_accelerator(cfg: PretrainConfig) -> Accelerator:
-    if cfg.log_with == "tensorboard" and not is_tensorboard_available():
-        raise ValueError("log_with=tensorboard needs the tensorboard package: pip install tensorboard")
     precision = cfg.mixed_precision
     if precision == "auto":
         device_type = (
@@ -70,29 +70,6 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
     )
 
 
-def resolve_run_dir(cfg: PretrainConfig, resume: str | None) -> Path:
-    """The run directory (the same on every process); an earlier run is never silently overwritten."""
-    name = cfg.output_dir or f"runs/{cfg.method}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = Path(broadcast_object_list([name])[0])
-    if resume is None and (run_dir / "config.yaml").exists():
-        raise FileExistsError(
-            f"{run_dir} already holds a run; pass --resume to continue it or a new --output-dir"
-        )
-    if resume is not None and resume != "latest" and not Path(resume).exists():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder")
-    return run_dir
-
-
-def check_resume_config(run_dir: Path, cfg: PretrainConfig) -> None:
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    differing = sorted(
-        k for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES and saved.get(k) != v
-    )
-    if differing:
-        details = "; ".join(f"{k}: checkpoint {saved.get(k)!r}, now {getattr(cfg, k)!r}" for k in differing)
-        raise ValueError(f"--resume: the configuration does not match the checkpoint's run ({details})")
-
-
 def build_model(cfg: PretrainConfig, channels: int, accelerator: Accelerator) -> SSLModel:
     model = create_method(cfg.method, cfg.backbone, in_chans=channels, paper_mode=cfg.paper_mode)
     if accelerator.num_processes > 1:  # normalise with global-batch statistics, as one process would
@@ -101,6 +78,23 @@ def build_model(cfg: PretrainConfig, channels: int, accelerator: Accelerator) ->
         else:
             model = GlobalBatchNorm.convert(model)
     return model.to(memory_format=torch.channels_last)
+
+
+def build_scheduler(cfg: PretrainConfig, optimizer, steps: int) -> CosineLRScheduler | None:
+    """timm's warmup + cosine, stepped per optimizer step; None for a constant learning rate."""
+    if cfg.schedule != "cosine":
+        return None
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=steps,
+        lr_min=cfg.min_lr,
+        warmup_t=cfg.warmup_steps,
+        warmup_lr_init=cfg.lr * 0.01,
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
+    scheduler.step_update(0)
+    return scheduler
 
 
 def total_steps(cfg: PretrainConfig, num_train: int) -> tuple[int, int]:
@@ -117,36 +111,44 @@ def setup_threads(cfg: PretrainConfig, accelerator: Accelerator) -> None:
 
 
 class Trainer:
-    """One pre-training run: owns the accelerator, model, data and run directory."""
+    """One pre-training run: claims its run directory, builds data, model and optimizer, runs the loop."""
 
-    def __init__(self, cfg: PretrainConfig, resume: str | None, halt_at_step: int | None = None):
+    def __init__(self, cfg: PretrainConfig, resume: str | None = None, halt_at_step: int | None = None):
         self.cfg, self.halt_at_step = cfg, halt_at_step
+        trackers = parse_trackers(cfg.log_with)
+        check_trackers(trackers)
         self.accelerator = build_accelerator(cfg)
         self.main = self.accelerator.is_main_process
         setup_threads(cfg, self.accelerator)
-        self.run_dir = resolve_run_dir(cfg, resume)
-        if resume is not None:
-            check_resume_config(self.run_dir, cfg)
-        elif self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.accelerator.wait_for_everyone()
+        claim = claim_run_dir(self.accelerator, cfg, resume)
+        self.run_dir = claim.run_dir
         set_seed(cfg.seed)
-        self.data: PretrainData = load_pretrain_data(cfg, self.run_dir / "split.csv" if self.main else None)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.main)
-        if (
-            cfg.log_with == "tensorboard" and self.main
-        ):  # an Accelerate tracker, writing into the run directory
-            tracker = TensorBoardTracker("tensorboard", logging_dir=str(self.run_dir))
-            tracker.start()
-            tracker.store_init_configuration(
-                {k: v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
-            )
-            self.accelerator.trackers.append(tracker)
+        self.data = load_pretrain_data(
+            cfg,
+            manifest=self.run_dir / SPLIT_FILE if claim.checkpoint else None,
+            manifest_out=self.run_dir / SPLIT_FILE if self.main else None,
+        )
         self.steps, self.batches_per_epoch = total_steps(cfg, len(self.data.train[0]))
-        self._build(resume)
+        self._build()
+        self.state = TrainState()
+        if claim.checkpoint is not None:
+            load_checkpoint(self.accelerator, claim.checkpoint)
+            self.state = claim.state
+            if self.scheduler:
+                self.scheduler.step_update(self.state.step)
+            if self.main:
+                truncate_metrics(self.run_dir, self.state.step)
+            log.info("resumed from %s at step %d", claim.checkpoint, self.state.step)
+        elif self.main:
+            write_run_config(self.run_dir, cfg)  # setup succeeded: from now on the folder is a run
+        self.accelerator.wait_for_everyone()
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=self.main)
+        self.knn = KnnMonitor(self.data, cfg.knn_k, cfg.knn_metric)
+        self.collapse = CollapseDetector(after_step=cfg.warmup_steps)
+        self.pending: list[dict] = []  # step records whose loss is still a device tensor
+        start_trackers(self.accelerator, trackers, self.run_dir, f"{cfg.method}-{cfg.dataset}", cfg.to_dict())
 
-    def _build(self, resume: str | None) -> None:
+    def _build(self) -> None:
         cfg, ds = self.cfg, self.data.dataset
         model = build_model(cfg, ds.channels, self.accelerator)
         optimizer = create_optimizer_v2(
@@ -161,37 +163,17 @@ class Trainer:
             IndexedImages(self.data.train[0]), batch_size=cfg.batch_size, shuffle=True, drop_last=True
         )
         self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
-        self.scheduler = None
-        if cfg.schedule == "cosine":
-            self.scheduler = CosineLRScheduler(
-                self.optimizer,
-                t_initial=self.steps,
-                lr_min=cfg.min_lr,
-                warmup_t=cfg.warmup_steps,
-                warmup_lr_init=cfg.lr * 0.01,
-                warmup_prefix=True,
-                t_in_epochs=False,
-            )
-            self.scheduler.step_update(0)
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
         self.augment = BatchAugment(
             cfg.image_size,
             ds.channels,
             ds.mean,
             ds.std,
-            recipe=cfg.augment,
+            policy=cfg.augment,
             paper_mode=cfg.paper_mode,
             crop_scale=tuple(cfg.crop_scale) if cfg.crop_scale else None,
             seed=cfg.seed,
         )
-        self.state = TrainState()
-        if resume is not None:
-            folder = latest_checkpoint(self.run_dir) if resume == "latest" else Path(resume)
-            if folder is None:
-                raise FileNotFoundError(f"--resume latest: {self.run_dir} has no complete checkpoint")
-            self.state = load_checkpoint(self.accelerator, folder)
-            if self.scheduler:
-                self.scheduler.step_update(self.state.step)
-            log.info("resumed from %s at step %d", folder, self.state.step)
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -199,38 +181,20 @@ class Trainer:
 
     def evaluate(self, split: str = "val") -> float:
         """kNN accuracy of the current encoder on ``split`` (memory bank: train), on the main process."""
-        acc = float("nan")
-        if self.main:
-            queries = self.data.val if split == "val" else self.data.test
-            acc = knn_eval(
-                self.encoder,
-                self.data.train,
-                queries,
-                self.data.eval_transform,
-                self.data.dataset.num_classes,
-                self.cfg.knn_k,
-                self.cfg.knn_metric,
-            )
+        acc = self.knn(self.encoder, split) if self.main else float("nan")
         self.accelerator.wait_for_everyone()
         return acc
 
-    def make_views(
-        self, images: torch.Tensor, ids: torch.Tensor, epoch: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def make_views(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
         """Two augmented views of a uint8 batch; a function of (seed, epoch, sample id, view) only."""
         return self.augment(images, ids, epoch, view=0), self.augment(images, ids, epoch, view=1)
 
-    def optimize(self, view1: torch.Tensor, view2: torch.Tensor) -> dict | None:
-        """Forward, backward and (every grad_accum_steps) an optimizer step; stats after an optimizer step."""
+    def optimize(self, views: tuple[torch.Tensor, ...]) -> dict | None:
+        """Forward, backward and (every grad_accum_steps) an optimizer step; the step's loss and embedding
+        spread as device tensors after an optimizer step (no host synchronisation here)."""
         with self.accelerator.accumulate(self.model):
-            out = self.model(view1, view2)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise LossNotFiniteError(
-                    f"the loss became {loss.item()} at step {self.state.step}: lower the learning rate "
-                    f"(lr={self.cfg.lr}), add warmup_steps, or set mixed_precision=no"
-                )
-            self.accelerator.backward(loss)
+            out = self.model(*views)
+            self.accelerator.backward(out["loss"])
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
@@ -238,120 +202,134 @@ class Trainer:
         self.state.step += 1
         if self.scheduler:
             self.scheduler.step_update(self.state.step)
-        return {"loss": loss.item(), "spread": embedding_spread(out["z1"])}
+        return {"loss": out["loss"].detach(), "spread": embedding_spread(out["z1"])}
 
     def run(self) -> dict:
-        cfg = self.cfg
         if self.state.step == 0:
             random_knn = self.evaluate()
             self.record(event="eval", step=0, knn=random_knn, encoder="random-init")
             log.info("random-init encoder: kNN val accuracy %.3f", random_knn)
-        bar = tqdm(
+        self.bar = tqdm(
             total=self.steps,
             initial=self.state.step,
             desc="pretrain",
-            disable=not (self.main and cfg.progress),
-            mininterval=0.5
-            if sys.stderr.isatty()
-            else 15.0,  # a log file gets a line every 15 s, not every step
+            disable=not (self.main and self.cfg.progress),
+            mininterval=0.5 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s
         )
-        batches_done = self.state.step * cfg.grad_accum_steps
-        collapse_warned = False
+        batches_done = self.state.step * self.cfg.grad_accum_steps
         while self.state.step < self.steps:
             epoch, skip = divmod(batches_done, self.batches_per_epoch)
             self.loader.set_epoch(epoch)
             batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
             for images, ids in batches:
                 batches_done += 1
-                stats = self.optimize(*self.make_views(images, ids, epoch))
-                if stats is None:
-                    continue
-                step = self.state.step
-                lr = self.optimizer.param_groups[0]["lr"]
-                self.record(event="step", step=step, epoch=epoch, lr=lr, **stats)
-                bar.update(1)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
-                if stats["spread"] < COLLAPSE_THRESHOLD and step > cfg.warmup_steps and not collapse_warned:
-                    log.warning(
-                        "representation collapse: embedding spread %.3f at step %d", stats["spread"], step
-                    )
-                    collapse_warned = True
-                end_of_epoch = batches_done % self.batches_per_epoch == 0
-                self._maybe_evaluate(step, epoch, end_of_epoch)
-                self._maybe_checkpoint(step, end_of_epoch)
-                if self.halt_at_step is not None and step >= self.halt_at_step:
-                    bar.close()
-                    return {"halted_at_step": step}
-                if step >= self.steps:
+                stats = self.optimize(self.make_views(images, ids, epoch))
+                if stats is not None:
+                    lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
+                    self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})
+                    end_of_epoch = batches_done % self.batches_per_epoch == 0
+                    if self.after_step(self.state.step, epoch, end_of_epoch):
+                        self.bar.close()
+                        return {"halted_at_step": self.state.step}
+                if self.state.step >= self.steps:
                     break
-        bar.close()
+        self.bar.close()
         return self.finish()
 
+    def after_step(self, step: int, epoch: int, end_of_epoch: bool) -> bool:
+        """Logging, evaluation and checkpoints due after ``step``; True when the run halts here."""
+        cfg = self.cfg
+        eval_due = step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch
+        checkpoint_due = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else end_of_epoch
+        halt = self.halt_at_step is not None and step >= self.halt_at_step
+        checkpoint_due = checkpoint_due or step == self.steps or halt
+        if step % cfg.log_every == 0 or eval_due or checkpoint_due or step == self.steps:
+            self.flush_steps()
+        if eval_due or step == self.steps:
+            self.evaluate_and_keep_best(step, epoch)
+        if checkpoint_due:
+            save_checkpoint(
+                self.accelerator, self.run_dir, self.state, checkpoint_config(cfg), keep=cfg.keep_checkpoints
+            )
+        return halt
+
+    def flush_steps(self) -> None:
+        """Move the pending steps' losses to the host at once, check them, write and log them."""
+        if not self.pending:
+            return
+        values = torch.stack([torch.stack([p["loss"], p["spread"]]) for p in self.pending]).float().tolist()
+        for pending, (loss, spread) in zip(self.pending, values, strict=True):
+            step, lr = pending["step"], pending["lr"]
+            if not math.isfinite(loss):
+                raise LossNotFiniteError(
+                    f"the loss became {loss} at step {step}: lower the learning rate "
+                    f"(lr={self.cfg.lr}), add warmup_steps, or set mixed_precision=no"
+                )
+            self.record(event="step", step=step, epoch=pending["epoch"], lr=lr, loss=loss, spread=spread)
+            self.collapse.update(step, spread)
+        self.bar.update(len(self.pending))
+        self.bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", refresh=False)
+        self.pending = []
+
     def record(self, event: str, step: int, **values) -> None:
-        """One event to metrics.jsonl and, when configured, to the Accelerate trackers (TensorBoard)."""
+        """One event to metrics.jsonl and to the experiment trackers."""
         self.metrics.write(event=event, step=step, **values)
-        if self.cfg.log_with != "none":
-            scalars = {
-                f"{event}/{k}": v for k, v in values.items() if isinstance(v, float) and math.isfinite(v)
-            }
+        scalars = {f"{event}/{k}": v for k, v in values.items() if isinstance(v, float) and math.isfinite(v)}
+        if self.accelerator.trackers and scalars:
             self.accelerator.log(scalars, step=step)
 
-    def _maybe_evaluate(self, step: int, epoch: int, end_of_epoch: bool) -> None:
-        due = step % self.cfg.eval_every == 0 if self.cfg.eval_every else end_of_epoch
-        if not (due or step == self.steps):
-            return
+    def evaluate_and_keep_best(self, step: int, epoch: int) -> None:
         acc = self.evaluate()
         self.record(event="eval", step=step, epoch=epoch, knn=acc)
         if self.main:
             log.info("step %d: kNN val accuracy %.3f", step, acc)
             if acc > self.state.best_knn:
                 self.state.best_knn, self.state.best_step = acc, step
-                self.save_encoder(self.run_dir / "encoder_best.safetensors")
-
-    def _maybe_checkpoint(self, step: int, end_of_epoch: bool) -> None:
-        due = step % self.cfg.checkpoint_every == 0 if self.cfg.checkpoint_every else end_of_epoch
-        if due or step == self.steps or step == self.halt_at_step:
-            save_checkpoint(self.accelerator, self.run_dir, self.state, keep=self.cfg.keep_checkpoints)
+                self.save_encoder(self.run_dir / BEST_ENCODER_FILE)
 
     def save_encoder(self, path: Path) -> None:
-        """The backbone's weights as safetensors (temporary file, then rename)."""
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"architecture": self.cfg.backbone, "method": self.cfg.method})
-        tmp.replace(path)
+        """The backbone's weights as safetensors (written whole or not at all)."""
+        metadata = {"architecture": self.cfg.backbone, "method": self.cfg.method}
+        save_safetensors(self.encoder.state_dict(), path, metadata=metadata)
 
     def finish(self) -> dict:
         """Final encoder, kNN on val and test against the random-init encoder, plot, summary, export."""
         summary = {}
         if self.main:
-            self.save_encoder(self.run_dir / "encoder.safetensors")
+            self.save_encoder(self.run_dir / ENCODER_FILE)
         test_knn = self.evaluate("test")
         if self.main:
-            random_test = self._random_init_knn()
-            evals = [m for m in self.metrics.read() if m["event"] == "eval"]
-            summary = {
-                "method": self.cfg.method,
-                "backbone": self.cfg.backbone,
-                "dataset": self.cfg.dataset,
-                "steps": self.state.step,
-                "knn_k": self.cfg.knn_k,
-                "knn_val_random_init": evals[0]["knn"],
-                "knn_val_final": evals[-1]["knn"],
-                "knn_val_best": self.state.best_knn,
-                "best_step": self.state.best_step,
-                "knn_test_final": test_knn,
-                "knn_test_random_init": random_test,
-                "data_config": self.data.data_config,
-            }
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            summary = self.summarise(test_knn)
+            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
             plot_curves(
-                self.metrics.read(), self.run_dir / "curves.png", f"{self.cfg.method} on {self.cfg.dataset}"
+                self.metrics.read(), self.run_dir / CURVES_FILE, f"{self.cfg.method} on {self.cfg.dataset}"
             )
+            self.accelerator.log(
+                {f"final/{k}": v for k, v in summary.items() if isinstance(v, float)}, step=self.state.step
+            )
+            log_image(self.accelerator, self.run_dir / CURVES_FILE, self.state.step)
             if self.cfg.export_name:
                 summary["exported_to"] = str(self._export())
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
         return summary
+
+    def summarise(self, test_knn: float) -> dict:
+        evals = [m for m in self.metrics.read() if m["event"] == "eval"]
+        return {
+            "method": self.cfg.method,
+            "backbone": self.cfg.backbone,
+            "dataset": self.cfg.dataset,
+            "steps": self.state.step,
+            "knn_k": self.cfg.knn_k,
+            "knn_val_random_init": evals[0]["knn"],
+            "knn_val_final": evals[-1]["knn"],
+            "knn_val_best": self.state.best_knn,
+            "best_step": self.state.best_step,
+            "knn_test_final": test_knn,
+            "knn_test_random_init": self._random_init_knn(),
+            "data_config": self.data.data_config,
+        }
 
     def _random_init_knn(self) -> float:
         """Test kNN of the same architecture at the run's seeded initialisation (its step-0 encoder)."""
@@ -360,15 +338,7 @@ class Trainer:
             self.cfg.method, self.cfg.backbone, in_chans=self.data.dataset.channels
         ).backbone
         fresh = fresh.to(self.accelerator.device, memory_format=torch.channels_last)
-        return knn_eval(
-            fresh,
-            self.data.train,
-            self.data.test,
-            self.data.eval_transform,
-            self.data.dataset.num_classes,
-            self.cfg.knn_k,
-            self.cfg.knn_metric,
-        )
+        return self.knn(fresh, "test")
 
     def _export(self) -> Path:
         from hub.export import export_run, zoo_home
@@ -382,14 +352,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    trainer = None
     try:
         cfg, args = parse_args(argv)
         start = time.time()
         trainer = Trainer(cfg, args.resume, args.halt_at_step)
         summary = trainer.run()
-    except (ValueError, FileNotFoundError, FileExistsError, LossNotFiniteError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RunDirError, LossNotFiniteError) as e:
         log.error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        where = (
+            f" {trainer.run_dir} at step {trainer.state.step}"
+            if trainer and hasattr(trainer, "state")
+            else ""
+        )
+        log.error("interrupted%s; its newest checkpoint is kept: continue with --resume", where)
+        return 130
     if trainer.main and "knn_test_final" in summary:
         gain = summary["knn_test_final"] - summary["knn_test_random_init"]
         print(

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 from train import evaluate
 from zoo.registry import STUDY_DATASETS, STUDY_METHODS
+from zoo.run_dir import EVAL_DIR, is_run, read_run
 
 log = logging.getLogger("reproduce")
 PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
@@ -72,9 +73,9 @@ FIELDS = [
 
 
 def pretrain(cell: str, argv: list[str], run_dir: Path) -> None:
-    if (run_dir / "summary.json").is_file():
+    if is_run(run_dir) and read_run(run_dir).finished:
         return
-    resume = ["--resume"] if (run_dir / "config.yaml").is_file() else []
+    resume = ["--resume"] if is_run(run_dir) else []
     cmd = [sys.executable, str(PRETRAIN), *argv, "--output-dir", str(run_dir), *resume]
     log.info("%s: pre-training (%s)", cell, "resuming" if resume else "new run")
     if subprocess.run(cmd).returncode != 0:
@@ -93,7 +94,7 @@ def evaluate_cell(run_dir: Path, args, baselines: str) -> list[dict]:
         "--baselines",
         baselines,
         "--output-dir",
-        str(run_dir / "eval"),
+        str(run_dir / EVAL_DIR),
         "--no-plots",
     ]
     return evaluate.run(evaluate.parse_args(argv))["summary"]
@@ -122,7 +123,7 @@ def cells(args) -> list[tuple[str, str, list[str]]]:
             for m in methods
         ]
     return [
-        (d, m, ["--config", f"{m}-{d}{suffix}", "--data-root", roots[d], "--progress", "false", *extra])
+        (d, m, ["--recipe", f"{m}-{d}{suffix}", "--data-root", roots[d], "--progress", "false", *extra])
         for d in STUDY_DATASETS
         if d in roots
         for m in methods

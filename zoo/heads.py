@@ -38,6 +38,10 @@ class ProjectionHead(nn.Sequential):
         super().__init__(*layers)
         self.dims = list(dims)
 
+    @property
+    def out_dim(self) -> int:
+        return self.dims[-1]
+
 
 class SimCLRProjectionHead(ProjectionHead):
     """SimCLR's g(·) (Chen et al. 2020, Sec. 2.1): "a MLP with one hidden layer"; here with BN as in SimCLR v2

@@ -14,9 +14,25 @@ from pathlib import Path
 
 from timm.models import PretrainedCfg
 
-__all__ = ["WEIGHTS_FILE", "CONFIG_FILE", "CARD_FILE", "make_config", "read_config", "zoo_home"]
+__all__ = [
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "CARD_FILE",
+    "PLOT_FILE",
+    "EXPORT_FILES",
+    "is_export",
+    "make_config",
+    "read_config",
+    "zoo_home",
+]
 
-WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.json", "README.md"
+WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE = (
+    "model.safetensors",
+    "config.json",
+    "README.md",
+    "curves.png",
+)
+EXPORT_FILES = frozenset({WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE})
 PRETRAINED_CFG_KEYS = {f.name for f in dataclasses.fields(PretrainedCfg)}
 # fields of timm's ImageNet default cfg that do not describe our weights
 IMAGENET_ONLY = (
@@ -40,6 +56,18 @@ IMAGENET_ONLY = (
 def zoo_home() -> Path:
     """Where locally exported models live: ``$ZOO_HOME``, else ``./zoo_home`` (no home-directory default)."""
     return Path(os.environ.get("ZOO_HOME", "zoo_home")).resolve()
+
+
+def is_export(folder: str | Path) -> bool:
+    """Whether ``folder`` is an export of this project: a ``config.json`` with a ``zoo`` block and nothing but
+    export files (the only kind of existing folder an export may replace)."""
+    folder = Path(folder)
+    try:
+        names = {p.name for p in folder.iterdir()}
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("zoo"), dict) and names <= EXPORT_FILES
 
 
 def make_config(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from zoo._registry import Registry
 from zoo.hub_format import CONFIG_FILE, zoo_home
 
 __all__ = [
@@ -43,28 +44,26 @@ class ModelEntry:
     description: str = ""
 
 
-_ENTRIES: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register(
-    name: str, repo_id: str, revision: str | None = None, description: str = "", *, overwrite=False
+    name: str, repo_id: str, revision: str | None = None, description: str = "", *, overwrite: bool = False
 ) -> ModelEntry:
-    """Register ``name`` → ``repo_id`` at ``revision`` (pin a commit sha for reproducibility)."""
-    if name in _ENTRIES and not overwrite:
-        raise ValueError(
-            f"model name {name!r} is already registered (to {_ENTRIES[name].repo_id}); overwrite=True"
-        )
-    entry = ModelEntry(name, repo_id, revision, True, description)
-    _ENTRIES[name] = entry
-    return entry
+    """Register ``name`` → ``repo_id`` at ``revision`` (pin a commit sha for reproducibility); a taken name is
+    an error unless ``overwrite``."""
+    return MODELS.register(ModelEntry(name, repo_id, revision, True, description), overwrite=overwrite)
 
 
 def _user_registry() -> dict[str, ModelEntry]:
     path = os.environ.get("ZOO_REGISTRY")
     if not path:
         return {}
-    text = Path(path).read_text(encoding="utf-8")
-    data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"$ZOO_REGISTRY {path} cannot be read ({e})") from e
     if not isinstance(data, dict):
         raise ValueError(f"$ZOO_REGISTRY {path}: expected a mapping name → {{repo_id, revision}}")
     entries = {}
@@ -78,7 +77,7 @@ def _user_registry() -> dict[str, ModelEntry]:
 
 
 def _all_entries() -> dict[str, ModelEntry]:
-    return {**_ENTRIES, **_user_registry()}
+    return {**{e.name: e for e in MODELS}, **_user_registry()}
 
 
 def get_entry(name: str) -> ModelEntry | None:
@@ -109,10 +108,12 @@ def entry_dict(name: str) -> dict | None:
 for _method in STUDY_METHODS:
     for _dataset in STUDY_DATASETS:
         _name = f"{_method}-{_dataset}"
-        _ENTRIES[_name] = ModelEntry(
-            _name,
-            f"{HUB_ORG}/{_name}",
-            revision=None,
-            published=False,
-            description=f"{_method} pre-trained on {_dataset} with the original study's recipe",
+        MODELS.register(
+            ModelEntry(
+                _name,
+                f"{HUB_ORG}/{_name}",
+                revision=None,
+                published=False,
+                description=f"{_method} pre-trained on {_dataset} with the original study's recipe",
+            )
         )

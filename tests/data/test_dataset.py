@@ -162,7 +162,7 @@ def test_empty_class_folder_and_unknown_dataset(tmp_path):
         f.unlink()
     with pytest.raises(ValueError, match="class folder '08_EMPTY' is missing or has no"):
         load_dataset("crc", root)
-    with pytest.raises(ValueError, match="valid datasets: breast, covid, crc"):
+    with pytest.raises(ValueError, match="Unknown dataset .kather.; valid: breast, covid, crc"):
         load_dataset("kather")
     with pytest.raises(ValueError, match="unknown options"):
         load_dataset("synthetic", num_tiles=3)

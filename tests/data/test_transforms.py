@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from zoo.data import TwoViews, eval_transform, ssl_transform
-from zoo.data.recipes import PAPER_CROP_SCALE
+from zoo.data.augment_policies import AUGMENT_POLICIES, PAPER_CROP_SCALE, STANDARD_CROP_SCALE
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("recipe", ["simclr", "original"])
-def test_ssl_views_are_normalised_float_and_differ(channels, recipe):
+@pytest.mark.parametrize("policy", ["simclr", "original"])
+def test_ssl_views_are_normalised_float_and_differ(channels, policy):
     torch.manual_seed(0)
     image = torch.randint(0, 256, (channels, 80, 60), dtype=torch.uint8)
-    views = TwoViews(ssl_transform(32, channels, (0.5,) * channels, (0.25,) * channels, recipe=recipe))(image)
+    views = TwoViews(ssl_transform(32, channels, (0.5,) * channels, (0.25,) * channels, policy=policy))(image)
     for v in views:
         assert v.shape == (channels, 32, 32) and v.dtype == torch.float32
     assert not torch.equal(*views)
@@ -24,12 +24,27 @@ def test_batched_uint8_input():
 
 
 def test_paper_mode_uses_the_original_crop_scale():
+    # the constants against the literals of the study's code and of SimCLR (Appendix A)
+    assert PAPER_CROP_SCALE == (0.08, 0.1) and STANDARD_CROP_SCALE == (0.08, 1.0)
+    simclr, original = AUGMENT_POLICIES["simclr"], AUGMENT_POLICIES["original"]
+    assert (simclr.jitter, simclr.jitter_p, simclr.grayscale_p, simclr.blur_p) == (
+        (0.4, 0.4, 0.4, 0.1),
+        0.8,
+        0.2,
+        0.5,
+    )
+    assert (original.jitter, original.jitter_p, original.blur_kernel, original.solarize_p) == (
+        (0.4, 0.4, 0.2, 0.1),
+        1.0,
+        23,
+        0.1,
+    )
     t = ssl_transform(32, paper_mode=True)
-    assert t.transforms[0].scale == PAPER_CROP_SCALE
+    assert t.transforms[0].scale == (0.08, 0.1)
     assert any(type(op).__name__ == "RandomSolarize" for op in t.transforms)
     assert ssl_transform(32).transforms[0].scale == (0.08, 1.0)
     with pytest.raises(ValueError, match="valid: simclr, original"):
-        ssl_transform(32, recipe="byol")
+        ssl_transform(32, policy="byol")
 
 
 def test_eval_transform_follows_the_timm_data_config():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from zoo._registry import Registry
+
 __all__ = ["DatasetSpec", "register_dataset", "list_datasets", "get_dataset_spec"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -62,25 +64,22 @@ class DatasetSpec:
         return f"{top}/{splits}{classes}/*{'|'.join(self.extensions[:3])}"
 
 
-_DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in _DATASETS:
-        raise ValueError(f"dataset {spec.name!r} is already registered")
-    _DATASETS[spec.name] = spec
-    return spec
+def register_dataset(spec: DatasetSpec, *, overwrite: bool = False) -> DatasetSpec:
+    """Add ``spec`` to the dataset registry (a taken name is an error unless ``overwrite``)."""
+    return DATASETS.register(spec, overwrite=overwrite)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_DATASETS)
+    """Registered dataset names, sorted."""
+    return DATASETS.names()
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return _DATASETS[name.lower()]
-    except KeyError:
-        raise ValueError(f"Unknown dataset {name!r}; valid datasets: {', '.join(list_datasets())}.") from None
+    """The spec of dataset ``name``; ``ValueError`` listing the valid names otherwise."""
+    return DATASETS.get(name)
 
 
 GRAY = dict(channels=1, mean=(0.5,), std=(0.5,))

@@ -1,8 +1,8 @@
 """SSL augmentations vectorised over a batch, with counter-based randomness.
 
 Per-image torchvision transforms cost ~2 ms per 64 px view in Python dispatch alone — more than a small
-encoder's forward/backward on a 2-core CPU. :class:`BatchAugment` applies the same recipes
-(:mod:`zoo.data.recipes`) to a whole uint8 batch with a handful of tensor ops: RandomResizedCrop as one
+encoder's forward/backward on a 2-core CPU. :class:`BatchAugment` applies the same policies
+(:mod:`zoo.data.augment_policies`) to a whole uint8 batch with a handful of tensor ops: RandomResizedCrop as one
 ``grid_sample`` with per-sample affine grids (bilinear; 3.4x faster than ``roi_align`` here), colour jitter as
 per-sample blends (hue as a rotation of the YIQ chroma plane), grayscale, separable Gaussian blur as one grouped
 convolution, solarize.
@@ -14,15 +14,18 @@ images of an uninterrupted single-process run.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from zoo.data.recipes import AugmentRecipe, blur_kernel, get_recipe
+from zoo.data.augment_policies import AugmentPolicy, blur_kernel, get_policy
 
-__all__ = ["BatchAugment", "hash_uniform"]
+__all__ = ["BatchAugment", "RandomStream", "VIEWS_PER_SAMPLE", "hash_uniform"]
+
+VIEWS_PER_SAMPLE = 8  # views are packed into the counter as key * 8 + view: view indices 0..7
 
 _M1, _M2 = (
     -4658895280553007687,
@@ -43,6 +46,25 @@ def _splitmix(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
+class RandomStream(enum.IntEnum):
+    """Independent random streams of one view: each augmentation parameter draws from its own."""
+
+    CROP_AREA = 1
+    CROP_RATIO = 2
+    CROP_X = 3
+    CROP_Y = 4
+    FLIP = 10
+    JITTER_APPLY = 11
+    BRIGHTNESS = 12
+    CONTRAST = 13
+    SATURATION = 14
+    HUE = 15
+    GRAYSCALE = 20
+    SOLARIZE = 30
+    BLUR_APPLY = 40
+    BLUR_SIGMA = 41
+
+
 def hash_uniform(keys: torch.Tensor, stream: int) -> torch.Tensor:
     """Uniform [0, 1) floats, one per int64 key, for random stream ``stream`` (splitmix64 counter hash)."""
     x = _splitmix(_splitmix(keys) + stream * 0x9E3779B97F4A7C15 % (1 << 63))
@@ -56,7 +78,7 @@ class BatchAugment:
         image_size: output size S.
         channels: 1 or 3 (colour steps are skipped for 1).
         mean, std: normalisation.
-        recipe, paper_mode, crop_scale: as :func:`zoo.data.ssl_transform`.
+        policy, paper_mode, crop_scale: as :func:`zoo.data.ssl_transform`.
         seed: base seed of the counter-based random parameters.
 
     Example:
@@ -71,14 +93,14 @@ class BatchAugment:
         channels: int = 3,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
-        recipe: str = "simclr",
+        policy: str = "simclr",
         paper_mode: bool = False,
         crop_scale: tuple[float, float] | None = None,
         seed: int = 0,
     ):
         self.size, self.channels, self.seed = image_size, channels, seed
-        self.recipe: AugmentRecipe = get_recipe(recipe, paper_mode, crop_scale)
-        self.kernel = blur_kernel(self.recipe, image_size)
+        self.policy: AugmentPolicy = get_policy(policy, paper_mode, crop_scale)
+        self.kernel = blur_kernel(self.policy, image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -89,18 +111,24 @@ class BatchAugment:
             raise ValueError(
                 f"BatchAugment expects uint8 N x {self.channels} x H x W, got {images.dtype} {tuple(images.shape)}"
             )
-        keys = ((self.seed * 1_000_003 + epoch) * 1_000_003 + sample_ids.long()) * 8 + view  # N
+        if not 0 <= view < VIEWS_PER_SAMPLE:
+            raise ValueError(f"view must be in 0..{VIEWS_PER_SAMPLE - 1}, got {view}")
+        keys = (
+            (self.seed * 1_000_003 + epoch) * 1_000_003 + sample_ids.long()
+        ) * VIEWS_PER_SAMPLE + view  # N
         rand = lambda stream: hash_uniform(keys, stream)  # noqa: E731
         x = self._crop(images.float().div_(255), rand)  # N x C x S x S in [0, 1]
-        x = torch.where((rand(10) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
-        if self.recipe.jitter_p:
+        x = torch.where((rand(RandomStream.FLIP) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
+        if self.policy.jitter_p:
             x = self._jitter(x, rand)
-        if self.channels == 3 and self.recipe.grayscale_p:
+        if self.channels == 3 and self.policy.grayscale_p:
             gray = self._gray(x).expand_as(x)
-            x = torch.where((rand(20) < self.recipe.grayscale_p).view(-1, 1, 1, 1), gray, x)
+            x = torch.where(
+                (rand(RandomStream.GRAYSCALE) < self.policy.grayscale_p).view(-1, 1, 1, 1), gray, x
+            )
         x = self._blur(x, rand)
-        if self.recipe.solarize_p:
-            solarize = (rand(30) < self.recipe.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
+        if self.policy.solarize_p:
+            solarize = (rand(RandomStream.SOLARIZE) < self.policy.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
             x = torch.where(solarize, 1 - x, x)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x.contiguous(memory_format=torch.channels_last)
@@ -108,13 +136,13 @@ class BatchAugment:
     def _crop(self, x: torch.Tensor, rand) -> torch.Tensor:
         """RandomResizedCrop: area fraction ~ U(scale), log aspect ~ U(log ratio), clamped to the image."""
         n, _, h, w = x.shape
-        lo, hi = self.recipe.crop_scale
-        area = h * w * (lo + (hi - lo) * rand(1))
-        log_lo, log_hi = (math.log(r) for r in self.recipe.crop_ratio)
-        ratio = torch.exp(log_lo + (log_hi - log_lo) * rand(2))
+        lo, hi = self.policy.crop_scale
+        area = h * w * (lo + (hi - lo) * rand(RandomStream.CROP_AREA))
+        log_lo, log_hi = (math.log(r) for r in self.policy.crop_ratio)
+        ratio = torch.exp(log_lo + (log_hi - log_lo) * rand(RandomStream.CROP_RATIO))
         cw = torch.sqrt(area * ratio).clamp(max=w)
         ch = torch.sqrt(area / ratio).clamp(max=h)
-        x0, y0 = rand(3) * (w - cw), rand(4) * (h - ch)
+        x0, y0 = rand(RandomStream.CROP_X) * (w - cw), rand(RandomStream.CROP_Y) * (h - ch)
         theta = torch.zeros(n, 2, 3, device=x.device)  # output [-1, 1]² → the crop box in input coordinates
         theta[:, 0, 0], theta[:, 0, 2] = cw / w, (2 * x0 + cw) / w - 1
         theta[:, 1, 1], theta[:, 1, 2] = ch / h, (2 * y0 + ch) / h - 1
@@ -127,15 +155,17 @@ class BatchAugment:
 
     def _jitter(self, x: torch.Tensor, rand) -> torch.Tensor:
         """ColorJitter with probability p: brightness, contrast, saturation (blends, as torchvision), hue."""
-        b, c, s, h = self.recipe.jitter
-        apply = (rand(11) < self.recipe.jitter_p).float()  # N
+        b, c, s, h = self.policy.jitter
+        apply = (rand(RandomStream.JITTER_APPLY) < self.policy.jitter_p).float()  # N
         factor = lambda strength, stream: (1 + apply * strength * (2 * rand(stream) - 1)).view(-1, 1, 1, 1)  # noqa: E731
-        x = (x * factor(b, 12)).clamp_(0, 1)
+        x = (x * factor(b, RandomStream.BRIGHTNESS)).clamp_(0, 1)
         gray = self._gray(x) if self.channels == 3 else x
-        x = torch.lerp(gray.mean(dim=(1, 2, 3), keepdim=True), x, factor(c, 13)).clamp_(0, 1)
+        x = torch.lerp(gray.mean(dim=(1, 2, 3), keepdim=True), x, factor(c, RandomStream.CONTRAST)).clamp_(
+            0, 1
+        )
         if self.channels == 3:
-            x = torch.lerp(self._gray(x), x, factor(s, 14)).clamp_(0, 1)
-            x = self._hue(x, apply * h * (2 * rand(15) - 1))
+            x = torch.lerp(self._gray(x), x, factor(s, RandomStream.SATURATION)).clamp_(0, 1)
+            x = self._hue(x, apply * h * (2 * rand(RandomStream.HUE) - 1))
         return x
 
     @staticmethod
@@ -152,11 +182,11 @@ class BatchAugment:
 
     def _blur(self, x: torch.Tensor, rand) -> torch.Tensor:
         """Gaussian blur of the selected samples: one separable grouped convolution, reflect padding."""
-        selected = torch.nonzero(rand(40) < self.recipe.blur_p).flatten()
+        selected = torch.nonzero(rand(RandomStream.BLUR_APPLY) < self.policy.blur_p).flatten()
         if len(selected) == 0:
             return x
-        lo, hi = self.recipe.blur_sigma
-        sigma = lo + (hi - lo) * rand(41)[selected]  # M
+        lo, hi = self.policy.blur_sigma
+        sigma = lo + (hi - lo) * rand(RandomStream.BLUR_SIGMA)[selected]  # M
         half = self.kernel // 2
         t = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
         kernel = torch.exp(-(t**2) / (2 * sigma.view(-1, 1) ** 2))

@@ -24,9 +24,7 @@ __all__ = [
     "MAX_BAD_FRACTION",
     "MedicalDataset",
     "SplitDataset",
-    "cache_size_of",
     "load_dataset",
-    "reload_options",
 ]
 
 log = logging.getLogger(__name__)
@@ -368,16 +366,3 @@ def _apply_manifest(records: list[Record], class_names: list[str], manifest: str
                 f"{class_names[r.label]!r}"
             )
         r.split = split
-
-
-def cache_size_of(data_config: dict) -> int:
-    """The resolution a run decoded its images at: input size / crop_pct (the eval resize)."""
-    return round(data_config["input_size"][1] / data_config.get("crop_pct", 1.0))
-
-
-def reload_options(dataset: str, options: dict, data_config: dict) -> dict:
-    """A run's dataset options for reloading its data: synthetic tiles are regenerated at the run's cache size."""
-    options = dict(options)
-    if dataset == "synthetic":
-        options.setdefault("size", cache_size_of(data_config))
-    return options

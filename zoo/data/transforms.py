@@ -2,7 +2,7 @@
 
 Every transform takes a uint8 C x H x W tensor (what :meth:`MedicalDataset.read` and ``decode`` return) and
 returns a normalised float tensor. Pre-training uses :class:`zoo.data.batch_augment.BatchAugment`, the same
-recipes vectorised over a batch; these per-image versions are for users' own pipelines.
+policies vectorised over a batch; these per-image versions are for users' own pipelines.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms import v2
 
-from zoo.data.recipes import blur_kernel, get_recipe
+from zoo.data.augment_policies import blur_kernel, get_policy
 
 __all__ = ["ssl_transform", "eval_transform", "TwoViews"]
 
@@ -36,22 +36,22 @@ def ssl_transform(
     channels: int = 3,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
     std: Sequence[float] = (0.229, 0.224, 0.225),
-    recipe: str = "simclr",
+    policy: str = "simclr",
     paper_mode: bool = False,
     crop_scale: tuple[float, float] | None = None,
 ) -> v2.Compose:
-    """One augmented view, for SSL pre-training (see :mod:`zoo.data.recipes`).
+    """One augmented view, for SSL pre-training (see :mod:`zoo.data.augment_policies`).
 
-    Recipes:
+    Policies:
         ``simclr`` (default): Chen et al. 2020, Appendix A — RandomResizedCrop(scale 0.08-1), flip,
             ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, Gaussian blur (kernel 10 % of the size)
             p=0.5. Colour steps (saturation, hue, grayscale) are left out for 1-channel data.
-        ``original``: the original study's recipe — ColorJitter(0.4, 0.4, 0.2, 0.1) always, grayscale p=0.2,
+        ``original``: the original study's policy — ColorJitter(0.4, 0.4, 0.2, 0.1) always, grayscale p=0.2,
             blur(23) p=0.5, solarize(128) p=0.1.
 
-    ``paper_mode=True`` means the ``original`` recipe with its crop scale (0.08, 0.1), as the study ran it.
+    ``paper_mode=True`` means the ``original`` policy with its crop scale (0.08, 0.1), as the study ran it.
     """
-    r = get_recipe(recipe, paper_mode, crop_scale)
+    r = get_policy(policy, paper_mode, crop_scale)
     brightness, contrast, saturation, hue = r.jitter
     jitter = (
         v2.ColorJitter(brightness, contrast, saturation, hue)

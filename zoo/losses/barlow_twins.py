@@ -7,7 +7,20 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
-from zoo.losses.vicreg import off_diagonal
+from zoo.losses.terms import off_diagonal
+
+__all__ = ["BarlowTwinsLoss", "cross_correlation"]
+
+
+def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """C of Eq. (2): the cross-correlation of the batch-standardised embeddings (biased variance + ``eps``, like
+    ``BatchNorm1d(affine=False)``).
+
+    Shape:
+        z1, z2: N x D. Output: D x D.
+    """
+    standardise = lambda z: (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)  # noqa: E731
+    return standardise(z1.float()).T @ standardise(z2.float()) / z1.shape[0]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -35,12 +48,7 @@ class BarlowTwinsLoss(nn.Module):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("BarlowTwinsLoss", z1, z2)
-        z1, z2 = self._standardise(gather(z1)), self._standardise(gather(z2))  # N x D
-        c = z1.T @ z2 / z1.shape[0]  # D x D
+        c = cross_correlation(gather(z1), gather(z2), self.eps)  # D x D
         on_diag = (torch.diagonal(c) - 1).pow(2).sum()
         off_diag = off_diagonal(c).pow(2).sum()
         return on_diag + self.lambda_offdiag * off_diag
-
-    def _standardise(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.float()
-        return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + self.eps)

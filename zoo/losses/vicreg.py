@@ -8,12 +8,41 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
+from zoo.losses.terms import off_diagonal
+
+__all__ = ["VICRegLoss", "invariance_term", "variance_term", "covariance_term"]
 
 
-def off_diagonal(m: torch.Tensor) -> torch.Tensor:
-    """The off-diagonal entries of a square D x D matrix as a flat D*(D-1) vector."""
-    d = m.shape[0]
-    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].flatten()
+def invariance_term(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """s(Z, Z') of Eq. (5) as the official code computes it: the mean squared error (÷ N and ÷ D).
+
+    Shape:
+        z1, z2: N x D. Output: scalar.
+    """
+    return F.mse_loss(z1, z2)
+
+
+def variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """v(Z) of Eq. (1)-(2): the hinge max(0, 1 - sqrt(Var(z^j) + ε)) averaged over the D dimensions; unbiased
+    variance, as in the official code.
+
+    Shape:
+        z: N x D. Output: scalar.
+    """
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(1 - std).mean()
+
+
+def covariance_term(z: torch.Tensor) -> torch.Tensor:
+    """c(Z) of Eq. (3)-(4): the squared off-diagonal entries of the covariance matrix, summed, ÷ D.
+
+    Shape:
+        z: N x D. Output: scalar.
+    """
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = z.T @ z / (n - 1)  # D x D
+    return off_diagonal(cov).pow(2).sum() / d
 
 
 class VICRegLoss(nn.Module):
@@ -56,25 +85,13 @@ class VICRegLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("VICRegLoss", z1, z2)
         z1, z2 = gather(z1).float(), gather(z2).float()  # N x D
-        invariance = F.mse_loss(z1, z2)
-        z1 = z1 - z1.mean(dim=0)
-        z2 = z2 - z2.mean(dim=0)
-        variance = self._variance(z1) + self._variance(z2)
+        invariance = invariance_term(z1, z2)
+        variance = variance_term(z1, self.eps) + variance_term(z2, self.eps)
         if not self.paper_mode:
             variance = variance / 2
-        covariance = self._covariance(z1) + self._covariance(z2)
+        covariance = covariance_term(z1) + covariance_term(z2)
         return (
             self.invariance_weight * invariance
             + self.variance_weight * variance
             + self.covariance_weight * covariance
         )
-
-    def _variance(self, z: torch.Tensor) -> torch.Tensor:  # z: N x D, centred
-        std = torch.sqrt(z.var(dim=0) + self.eps)
-        return F.relu(1 - std).mean()
-
-    @staticmethod
-    def _covariance(z: torch.Tensor) -> torch.Tensor:  # z: N x D, centred
-        n, d = z.shape
-        cov = z.T @ z / (n - 1)  # D x D
-        return off_diagonal(cov).pow(2).sum() / d

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
+from zoo._registry import Registry
 from zoo.backbones import create_backbone
+from zoo.heads import ProjectionHead
 from zoo.methods.model import SSLModel
 
-__all__ = ["MethodSpec", "register_method", "list_methods", "get_method_spec", "create_method"]
+__all__ = ["METHODS", "MethodSpec", "register_method", "list_methods", "get_method_spec", "create_method"]
 
 REFERENCE_FEATURES = 2048  # the study's ResNet-50: head widths below are quoted for this and scaled
 
@@ -26,43 +28,45 @@ class MethodSpec:
 
     Attributes:
         name: registry name (``simclr``, ``vicreg``, ...).
-        paper: the method paper, for model cards.
-        make_projector: ``num_features -> nn.Module`` (N x F → N x D).
-        make_loss: ``paper_mode -> nn.Module``.
-        make_predictor: ``(projector_dim, paper_mode) -> nn.Module | None``; None for methods without one.
+        citation: the method's paper, for docstrings and model cards.
+        make_projector: ``num_features -> ProjectionHead`` (N x F → N x ``out_dim``).
+        loss: the loss class; ``loss_kwargs`` its hyper-parameters (the paper's / the study's literals) and
+            ``paper_loss_kwargs`` what changes in paper mode (the original study's code).
+        make_predictor: ``(projector out_dim, paper_mode) -> nn.Module | None``; None for methods without one.
+        loss_takes_predictions: the loss is called ``loss(p1, p2, z1, z2)`` (SimSiam) instead of ``loss(z1, z2)``;
+            without a predictor (paper mode) p = z.
     """
 
     name: str
-    paper: str
-    make_projector: Callable[[int], nn.Module]
-    make_loss: Callable[[bool], nn.Module]
+    citation: str
+    make_projector: Callable[[int], ProjectionHead]
+    loss: type[nn.Module]
+    loss_kwargs: dict = field(default_factory=dict)
+    paper_loss_kwargs: dict = field(default_factory=dict)
     make_predictor: Callable[[int, bool], nn.Module | None] | None = None
+    loss_takes_predictions: bool = False
+
+    def make_loss(self, paper_mode: bool = False) -> nn.Module:
+        """The loss with the method's hyper-parameters (and the study's deviations when ``paper_mode``)."""
+        return self.loss(**{**self.loss_kwargs, **(self.paper_loss_kwargs if paper_mode else {})})
 
 
-_METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("SSL method")
 
 
-def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to the registry (names are unique)."""
-    if spec.name in _METHODS:
-        raise ValueError(f"method {spec.name!r} is already registered")
-    _METHODS[spec.name] = spec
-    return spec
+def register_method(spec: MethodSpec, *, overwrite: bool = False) -> MethodSpec:
+    """Add ``spec`` to the method registry (a taken name is an error unless ``overwrite``)."""
+    return METHODS.register(spec, overwrite=overwrite)
 
 
 def list_methods() -> list[str]:
     """Registered method names, sorted."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def get_method_spec(name: str) -> MethodSpec:
     """The spec of ``name``; ``ValueError`` listing the valid names otherwise."""
-    try:
-        return _METHODS[name.lower()]
-    except KeyError:
-        raise ValueError(
-            f"Unknown SSL method {name!r}; valid methods: {', '.join(list_methods())}."
-        ) from None
+    return METHODS.get(name)
 
 
 def create_method(
@@ -85,6 +89,12 @@ def create_method(
     spec = get_method_spec(name)
     encoder = create_backbone(backbone, in_chans=in_chans, **(backbone_kwargs or {}))
     projector = spec.make_projector(encoder.num_features)
-    projector_dim = projector.dims[-1] if hasattr(projector, "dims") else None
-    predictor = spec.make_predictor(projector_dim, paper_mode) if spec.make_predictor else None
-    return SSLModel(encoder, projector, spec.make_loss(paper_mode), predictor=predictor, method=spec.name)
+    predictor = spec.make_predictor(projector.out_dim, paper_mode) if spec.make_predictor else None
+    return SSLModel(
+        encoder,
+        projector,
+        spec.make_loss(paper_mode),
+        predictor=predictor,
+        method=spec.name,
+        loss_takes_predictions=spec.loss_takes_predictions,
+    )

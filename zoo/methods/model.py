@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from zoo.losses import SimSiamLoss
-
 
 class SSLModel(nn.Module):
     """A timm backbone with the heads and loss of one SSL method.
@@ -25,6 +23,7 @@ class SSLModel(nn.Module):
         criterion: nn.Module,
         predictor: nn.Module | None = None,
         method: str = "",
+        loss_takes_predictions: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -32,6 +31,7 @@ class SSLModel(nn.Module):
         self.predictor = predictor
         self.criterion = criterion
         self.method = method
+        self.loss_takes_predictions = loss_takes_predictions
 
     @property
     def num_features(self) -> int:
@@ -44,8 +44,8 @@ class SSLModel(nn.Module):
         z1 = self.projector(self.backbone(x1))  # N x D
         z2 = self.projector(self.backbone(x2))  # N x D
         out = {"z1": z1, "z2": z2}
-        if isinstance(self.criterion, SimSiamLoss):
-            # paper mode has no predictor: the projector outputs are compared directly
+        if self.loss_takes_predictions:
+            # SimSiam in paper mode has no predictor: the projector outputs are compared directly
             p1, p2 = (self.predictor(z1), self.predictor(z2)) if self.predictor is not None else (z1, z2)
             out.update(p1=p1, p2=p2, loss=self.criterion(p1, p2, z1, z2))
         else:
