@@ -36,16 +36,32 @@ __all__ = ["build_demo", "classify", "preprocess", "get_model", "default_model"]
 
 DEFAULT_MODEL = "simclr-synthetic"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"]
+MAX_UPLOAD = "200mb"
 _MODELS: dict[str, torch.nn.Module] = {}
-_LOCK = threading.Lock()
+_LOADING: dict[str, threading.Lock] = {}
+_LOCK = threading.Lock()  # guards the two dicts only, never held while a model loads
+OPERATOR_MODELS: set[str] = set()  # what the operator named with --model: the only paths the demo may load
 
 
 def get_model(name: str) -> torch.nn.Module:
-    """Load once, then serve from memory (thread-safe)."""
+    """Load once, then serve from memory (thread-safe). Requests for a model being loaded wait for that load
+    only; every other request, loaded models included, goes on meanwhile.
+
+    Names typed into the page load registered names, ``$ZOO_HOME`` exports and Hub ids only; a path on the
+    server loads only when the operator named it with ``--model``."""
     with _LOCK:
-        if name not in _MODELS:
-            _MODELS[name] = zoo.load(name)
-        return _MODELS[name]
+        if name in _MODELS:
+            return _MODELS[name]
+        loading = _LOADING.setdefault(name, threading.Lock())
+    with loading:
+        with _LOCK:
+            if name in _MODELS:
+                return _MODELS[name]
+        model = zoo.load(name, local_paths=name in OPERATOR_MODELS)
+        with _LOCK:
+            _MODELS[name] = model
+            _LOADING.pop(name, None)
+    return model
 
 
 def default_model() -> str | None:
@@ -98,11 +114,11 @@ def model_card(model: torch.nn.Module, name: str) -> str:
 
 
 def classify(file, choice: str, custom: str, saliency: bool = True, top_k: int = 3):
-    """The one API endpoint: (file, model name, custom path/repo, saliency?, top-k) → label, overlay, 2 texts."""
+    """The one API endpoint: (file, model name, custom name/repo id, saliency?, top-k) → label, overlay, 2 texts."""
     name = (custom or "").strip() or choice
     if not name:
         raise gr.Error(
-            "Pick a model, or type a folder / repo id. Train one with `accelerate launch train/pretrain.py`."
+            "Pick a model, or type a Hub repo id. Train one with `accelerate launch train/pretrain.py`."
         )
     if file is None:
         raise gr.Error("Upload an image first (PNG, JPEG, TIFF or DICOM).")
@@ -174,7 +190,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     allow_custom_value=True,
                 )
                 custom = gr.Textbox(
-                    label="…or a folder / Hub repo id", value="" if initial in choices else (initial or "")
+                    label="…or a Hub repo id (org/name)", value="" if initial in choices else (initial or "")
                 )
                 upload = gr.File(
                     label="Image (PNG, JPEG, TIFF, DICOM)", file_types=FILE_TYPES, type="filepath"
@@ -199,8 +215,15 @@ def build_demo(model: str | None = None) -> gr.Blocks:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="MedSSL Zoo Gradio demo.")
-    parser.add_argument("--model", help="registry name, folder or repo id (default: the local default model)")
+    parser = argparse.ArgumentParser(
+        prog="demo",
+        description="MedSSL Zoo Gradio demo: upload an image, see the class probabilities and a Grad-CAM map.",
+    )
+    parser.add_argument(
+        "--model",
+        help="registry name, $ZOO_HOME export, folder or Hub repo id shown first (default: the local default "
+        "model); visitors may pick registered names, $ZOO_HOME exports and Hub ids, never other server paths",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument(
@@ -208,10 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.model:
+        OPERATOR_MODELS.add(args.model)
         get_model(args.model)  # fail fast, before the server starts, on an unknown model
     demo = build_demo(args.model)
     demo.queue(default_concurrency_limit=2, max_size=256)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        show_error=True,
+        max_file_size=MAX_UPLOAD,
+    )
     return 0
 
 

@@ -14,13 +14,55 @@ import logging
 import sys
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError
 
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, read_config
+from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
 
-__all__ = ["push"]
+__all__ = ["PushError", "push"]
 
 log = logging.getLogger(__name__)
+
+
+class PushError(RuntimeError):
+    """The upload failed; the message says why and what to do (log in, set HF_TOKEN / HF_ENDPOINT)."""
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """OSError plus the HTTP client's own error base classes (httpx2 for huggingface_hub 2.x, httpx for 1.x)."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(__import__(module).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _explain(error: BaseException, endpoint: str) -> PushError:
+    """One line for a failed Hub call."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status in (401, 403):
+        return PushError(
+            f"the Hub at {endpoint} refused the credentials (HTTP {status}): log in with `hf auth login` or set "
+            "HF_TOKEN to a token with write access to the repository"
+        )
+    if isinstance(error, HfHubHTTPError):
+        first = str(error).splitlines()[0][:200]
+        return PushError(f"the Hub at {endpoint} answered HTTP {status}: {first}")
+    return PushError(
+        f"cannot reach the Hub at {endpoint} ({type(error).__name__}: {str(error)[:200]}); check the network, or "
+        "set HF_ENDPOINT to a reachable Hub or mirror"
+    )
+
+
+def _check_can_push(api: HfApi) -> None:
+    if constants.HF_HUB_OFFLINE:
+        raise PushError("HF_HUB_OFFLINE is set: unset it (and be online) to push to the Hub")
+    if not (isinstance(api.token, str) or get_token()):
+        raise PushError(
+            "no Hub token: log in with `hf auth login` or set HF_TOKEN (a token with write access)"
+        )
 
 
 def _check_folder(folder: Path) -> dict:
@@ -47,6 +89,16 @@ def push(
     folder = Path(folder)
     config = _check_folder(folder)
     api = api or HfApi()
+    _check_can_push(api)
+    try:
+        return _upload(folder, repo_id, config, api, tag=tag, branch=branch, private=private, message=message)
+    except (HfHubHTTPError, *_network_errors()) as e:
+        raise _explain(e, api.endpoint or constants.ENDPOINT) from e
+
+
+def _upload(
+    folder: Path, repo_id: str, config: dict, api: HfApi, *, tag, branch, private: bool, message
+) -> str:
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if branch:
         api.create_branch(repo_id, branch=branch, exist_ok=True)
@@ -60,7 +112,7 @@ def push(
         folder_path=str(folder),
         revision=branch,
         commit_message=message or default_message,
-        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, "*.png"],
+        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE],
     )
     sha = commit.oid
     if tag:
@@ -70,13 +122,17 @@ def push(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Push an exported model folder to the Hub.")
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("repo_id")
-    parser.add_argument("--tag")
-    parser.add_argument("--branch")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--message")
+    parser = argparse.ArgumentParser(
+        prog="python -m hub.push",
+        description="Push an exported model folder to the Hugging Face Hub (or the Hub-compatible server at "
+        "HF_ENDPOINT) as one commit; prints the commit sha to pin. Token: `hf auth login` or HF_TOKEN.",
+    )
+    parser.add_argument("folder", type=Path, help="an exported folder (python -m hub.export)")
+    parser.add_argument("repo_id", help="the Hub repository, org/name (created if missing)")
+    parser.add_argument("--tag", help="also tag the new commit (e.g. v1)")
+    parser.add_argument("--branch", help="commit to this branch (created if missing) instead of main")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--message", help="commit message (default: method, dataset, seed and split hash)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -88,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             private=args.private,
             message=args.message,
         )
-    except ValueError as e:
+    except (ValueError, PushError) as e:
         log.error("%s", e)
         return 2
     print(json.dumps({"repo_id": args.repo_id, "commit": sha, "tag": args.tag, "branch": args.branch}))

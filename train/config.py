@@ -20,6 +20,7 @@ import yaml
 from zoo.backbones import check_architecture
 from zoo.data import list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
+from zoo.load import LOCAL_NAME
 from zoo.methods import list_methods
 from zoo.run_dir import is_run, read_run
 
@@ -183,6 +184,13 @@ class PretrainConfig:
             raise ValueError(f"channels must be 1, 3 or null (the dataset's own), got {self.channels}")
         if self.cache_size is not None and self.cache_size < self.image_size:
             raise ValueError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
+        if self.export_name is not None and not (
+            LOCAL_NAME.match(self.export_name) and ".." not in self.export_name
+        ):
+            raise ValueError(
+                f"export_name must be a plain model name (letters, digits, . _ -), not a path: {self.export_name!r}; "
+                "exports go into $ZOO_HOME/<export_name> (use `python -m hub.export RUN DIR` for another folder)"
+            )
         scale = self.crop_scale
         if scale is not None and not (
             len(scale) == 2
@@ -221,7 +229,12 @@ def _coerce(key: str, value, annotation):
         if origin is not type(None) and isinstance(value, origin):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    raise ValueError(f"{key}: expected {names}, got {value!r}")
+    hint = (
+        " (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
+        if isinstance(value, bool)
+        else ""
+    )
+    raise ValueError(f"{key}: expected {names}, got {value!r}{hint}")
 
 
 def _read_recipe(recipe: str | Path | None) -> tuple[dict, Path]:
@@ -266,6 +279,12 @@ def load_config(
     return PretrainConfig(**kwargs).validate()
 
 
+def _text_value(text: str):
+    """A flag's value for a text field: taken as written (``--mixed-precision no`` is the text "no", not YAML's
+    False); ``null`` is None."""
+    return None if text in ("null", "~") else text
+
+
 def _yaml_value(text: str):
     """A flag's value, parsed as YAML (numbers, booleans, lists, mappings, null)."""
     try:
@@ -306,13 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
     choices = PretrainConfig.choices()
+    types_ = _field_types()
     for f in dataclasses.fields(PretrainConfig):
+        is_text = str in (typing.get_args(types_[f.name]) or (types_[f.name],))
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         valid = f" One of: {', '.join(choices[f.name])}." if f.name in choices else ""
         groups[f.metadata["group"]].add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
-            type=_yaml_value,
+            type=_text_value if is_text else _yaml_value,
             default=argparse.SUPPRESS,
             metavar=f.name.upper(),
             help=f"{f.metadata['help']}.{valid} (default: {default})",

@@ -76,7 +76,7 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch across processes, on any device.
 
     ``torch.nn.SyncBatchNorm`` only runs on GPUs; this is the same computation (Ioffe & Szegedy 2015, Alg. 1,
-    with mean and biased variance all-reduced over processes) for multi-process CPU runs, so that a run on N
+    with the mean, then the biased variance around it, all-reduced over processes) for multi-process CPU runs, so that a run on N
     processes normalises exactly like one process on the global batch. In one process, or in eval mode, it is
     a plain BatchNorm.
     """
@@ -89,20 +89,24 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         if not self.training or world_size() == 1:
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=torch.float32, device=x.device)
-        xf = x.float()
-        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         c = x.shape[1]
-        n = stats[-1]
-        mean, var = stats[:c] / n, (stats[c : 2 * c] / n - (stats[:c] / n) ** 2).clamp(min=0)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        xf = x.float()
+        # two passes over the global batch (mean, then the mean squared deviation from it): sums of squares
+        # minus squared sums lose digits to cancellation, enough to show in a 2-vs-1-process comparison
+        count = torch.tensor([x.numel() / c], dtype=torch.float32, device=x.device)
+        totals = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))  # C + 1
+        n = totals[-1]
+        mean = totals[:c] / n  # C
+        centred = xf - mean.view(shape)
+        var = _AllReduceSum.apply(centred.pow(2).sum(dims)) / n  # C, biased (used to normalise)
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
                 self.running_mean.lerp_(mean.detach(), m)
-                self.running_var.lerp_(var.detach() * n / (n - 1), m)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm keeps it
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)

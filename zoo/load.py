@@ -1,13 +1,21 @@
 """``zoo.load``: a timm model from a local folder, ``$ZOO_HOME``, a registry name or a Hub repo id.
 
 Resolution order: an existing local folder → ``$ZOO_HOME/<name>`` → a registry name → a Hub repo id
-(``org/name``). Downloads go through ``huggingface_hub.snapshot_download`` (its cache, ``HF_ENDPOINT`` for
-self-hosted mirrors, ``HF_HUB_OFFLINE``). Only safetensors are ever loaded — never pickles.
+(``org/name``). Downloads go through ``huggingface_hub.hf_hub_download`` (its cache, ``HF_ENDPOINT`` for
+self-hosted mirrors, ``HF_HUB_OFFLINE``), each file within a deadline (``ZOO_HUB_TIMEOUT`` seconds for the small
+files, 20 times that for the weights), all pinned to the commit of the first. A model folder is untrusted input:
+``config.json`` is validated (:func:`zoo.hub_format.validate_config`), the model is first built on the ``meta``
+device and compared with what the ``model.safetensors`` header declares, and only then allocated and filled. Only
+safetensors are ever loaded — never pickles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import threading
 from pathlib import Path
 
 import timm
@@ -15,33 +23,82 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from zoo.backbones import check_architecture
-from zoo.hub_format import CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
+from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
 from zoo.registry import close_names, get_entry
+from zoo.safetensors_header import read_header
 
-__all__ = ["load", "resolve", "model_info", "ModelNotAvailableError"]
+__all__ = ["load", "resolve", "model_info", "ModelNotAvailableError", "HUB_ID", "LOCAL_NAME"]
 
 log = logging.getLogger(__name__)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "open_clip_pytorch_model.bin")
-HUB_FILES = [CONFIG_FILE, WEIGHTS_FILE, "README.md"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # org/name
+LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a model name in $ZOO_HOME or the registry
+DEFAULT_HUB_TIMEOUT = 30.0
 
 
 class ModelNotAvailableError(LookupError):
     """The model could not be found or downloaded; the message says what to do."""
 
 
+def _hub_timeout() -> float:
+    try:
+        return float(os.environ.get("ZOO_HUB_TIMEOUT", DEFAULT_HUB_TIMEOUT))
+    except ValueError:
+        return DEFAULT_HUB_TIMEOUT
+
+
+def _within(deadline: float, function, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a daemon thread, abandoned after ``deadline`` seconds (TimeoutError).
+
+    huggingface_hub's HTTP client has no overall timeout and retries: a server that accepts the connection and
+    never answers would otherwise hold the caller forever."""
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True, name="zoo-hub-download")
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {deadline:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _fetch(repo_id: str, filename: str, revision: str | None, deadline: float) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    timeout = min(10.0, deadline)
+    return Path(
+        _within(deadline, hf_hub_download, repo_id, filename, revision=revision, etag_timeout=timeout)
+    )
+
+
 def _download(repo_id: str, revision: str | None, name: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
+    """The snapshot folder holding the model's files; every file of the same commit."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    deadline = _hub_timeout()
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILES))
+        config = _fetch(repo_id, CONFIG_FILE, revision, deadline)
+        commit = config.parent.name  # snapshots/<commit sha>/config.json: pin the other files to it
+        _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline)
+        with contextlib.suppress(EntryNotFoundError):  # the card is optional for loading
+            _fetch(repo_id, CARD_FILE, commit, deadline)
+        return config.parent
     except LocalEntryNotFoundError as e:
         offline = constants.HF_HUB_OFFLINE
         raise ModelNotAvailableError(
@@ -51,24 +108,44 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
             + (f" --revision {revision}" if revision else "")
             + "` (same HF_HOME), or set HF_ENDPOINT to a mirror."
         ) from e
+    except TimeoutError as e:
+        raise ModelNotAvailableError(
+            f"{name}: the Hub at {constants.ENDPOINT} did not answer for {repo_id} ({e}). Check HF_ENDPOINT and "
+            "the network, or raise ZOO_HUB_TIMEOUT (seconds)."
+        ) from e
     except RevisionNotFoundError as e:
         raise ModelNotAvailableError(f"{name}: {repo_id} has no revision {revision!r}") from e
     except (RepositoryNotFoundError, GatedRepoError, EntryNotFoundError) as e:
         raise ModelNotAvailableError(
             f"{name}: no accessible Hub repository {repo_id} ({type(e).__name__})"
         ) from e
+    except (HfHubHTTPError, OSError) as e:
+        raise ModelNotAvailableError(f"{name}: downloading {repo_id} failed ({type(e).__name__}: {e})") from e
 
 
-def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
-    """The local folder holding ``name_or_path``'s files, downloading them if needed."""
+def _unknown(name: str, local_paths: bool) -> ModelNotAvailableError:
+    close = close_names(name) if LOCAL_NAME.match(name) else []
+    where = f"not a folder, not in $ZOO_HOME ({zoo_home()}), " if local_paths else ""
+    return ModelNotAvailableError(
+        f"unknown model {name!r}: {where}not a registered name, not a Hub repo id (org/name)."
+        + (f" Close names: {', '.join(close)}." if close else "")
+        + " `python -m zoo list` shows the available names."
+    )
+
+
+def resolve(name_or_path: str | Path, revision: str | None = None, *, local_paths: bool = True) -> Path:
+    """The local folder holding ``name_or_path``'s files, downloading them if needed.
+
+    ``local_paths=False`` (the demo's model box: names typed by strangers) accepts only registered names, models
+    in ``$ZOO_HOME`` and Hub ids, never a path on this machine.
+    """
     name = str(name_or_path)
     path = Path(name).expanduser()
-    if path.is_dir():
+    if local_paths and path.is_dir():
         return path
-    local = zoo_home() / name
-    if "/" not in name and (local / CONFIG_FILE).is_file():
-        return local
-    entry = get_entry(name)
+    if LOCAL_NAME.match(name) and ".." not in name and (zoo_home() / name / CONFIG_FILE).is_file():
+        return zoo_home() / name
+    entry = get_entry(name) if LOCAL_NAME.match(name) else None
     if entry is not None:
         try:
             return _download(entry.repo_id, revision or entry.revision, name)
@@ -77,22 +154,16 @@ def resolve(name_or_path: str | Path, revision: str | None = None) -> Path:
                 raise
             raise ModelNotAvailableError(
                 f"{name} is registered but its weights are not published yet ({entry.repo_id}). Produce it with "
-                f"`accelerate launch train/pretrain.py --config {name} --data-root DATA`, export it "
+                f"`accelerate launch train/pretrain.py --recipe {name} --data-root DATA`, export it "
                 f"with `python -m hub.export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
                 f"`python -m hub.push $ZOO_HOME/{name} {entry.repo_id}`. ({e})"
             ) from e
-    if "/" in name and not path.exists() and name.count("/") == 1:
+    if HUB_ID.match(name) and ".." not in name and not (local_paths and path.exists()):
         return _download(name, revision, name)
-    close = close_names(name)
-    raise ModelNotAvailableError(
-        f"unknown model {name!r}: not a folder, not in $ZOO_HOME ({zoo_home()}), not a registered name, not a Hub "
-        f"repo id (org/name)."
-        + (f" Close names: {', '.join(close)}." if close else "")
-        + " `python -m zoo list` shows the available names."
-    )
+    raise _unknown(name, local_paths)
 
 
-def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+def _weights_header(folder: Path) -> dict:
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         pickles = [p for p in PICKLE_FILES if (folder / p).is_file()]
@@ -104,28 +175,54 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{folder}: no {WEIGHTS_FILE} ({why}). Re-export the model with `python -m hub.export`."
         )
-    try:
-        return load_file(weights)
-    except (SafetensorError, OSError) as e:
-        raise ValueError(
-            f"{weights} is corrupt or truncated ({e}); delete it (or its Hub cache entry) and download it again"
-        ) from e
+    return read_header(weights)
 
 
-def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+def _compare(expected: dict[str, tuple], declared: dict[str, tuple], source: Path, model_name: str) -> None:
+    missing = sorted(set(expected) - set(declared))
+    unexpected = sorted(set(declared) - set(expected))
+    misshaped = sorted(k for k in set(declared) & set(expected) if tuple(declared[k]) != tuple(expected[k]))
     if missing or unexpected or misshaped:
         details = "; ".join(
             f"{label}: {keys[:6]}{' …' if len(keys) > 6 else ''}"
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
             if keys
         )
+        raise ValueError(f"{source}: the weights do not fit {model_name} from config.json ({details})")
+
+
+def _create(config: dict) -> torch.nn.Module:
+    return timm.create_model(
+        config["architecture"],
+        pretrained=False,
+        num_classes=config["num_classes"],
+        **(config.get("model_args") or {}),
+    )
+
+
+def _build_checked(folder: Path, config: dict) -> torch.nn.Module:
+    """The model of ``config`` with the folder's weights: compared on the meta device with the safetensors header
+    first, so a folder whose config asks for more than its weights hold is refused before any allocation."""
+    declared = {k: shape for k, (_, shape) in _weights_header(folder).items()}
+    try:
+        with torch.device("meta"):
+            skeleton = _create(config)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as e:
         raise ValueError(
-            f"{source}: the weights do not fit {type(model).__name__} from config.json ({details})"
-        )
+            f"{folder / CONFIG_FILE}: timm cannot build {config['architecture']} from it ({e})"
+        ) from e
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    _compare(expected, declared, folder, type(skeleton).__name__)
+    model = _create(config)
+    try:
+        state = load_file(folder / WEIGHTS_FILE)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(
+            f"{folder / WEIGHTS_FILE} is corrupt or truncated ({e}); delete it (or its Hub cache entry) and "
+            "download it again"
+        ) from e
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def load(
@@ -134,31 +231,23 @@ def load(
     revision: str | None = None,
     device: str | torch.device | None = None,
     features_only: bool = False,
+    local_paths: bool = True,
 ) -> torch.nn.Module:
     """Load a zoo model as a timm ``nn.Module`` in eval mode, weights loaded strictly.
 
     The model carries ``pretrained_cfg`` (input size, mean/std, …), ``label_names`` and ``zoo_metadata``.
     ``features_only=True`` drops the classifier: ``model(x)`` returns pooled features (N x num_features).
+    ``local_paths=False`` refuses paths on this machine (see :func:`resolve`).
 
     Example:
         >>> model = zoo.load("vicreg-breast")
         >>> probabilities = model(x).softmax(dim=1)
     """
-    folder = resolve(name_or_path, revision)
+    folder = resolve(name_or_path, revision, local_paths=local_paths)
     if not (folder / CONFIG_FILE).is_file():
         raise ValueError(f"{folder}: no {CONFIG_FILE}; not a timm / MedSSL Zoo model folder")
     config = read_config(folder / CONFIG_FILE)
-    try:
-        check_architecture(config["architecture"])
-    except ValueError as e:
-        raise ValueError(f"{folder / CONFIG_FILE}: {e}") from e
-    model_args = dict(config.get("model_args") or {})
-    model = timm.create_model(
-        config["architecture"], pretrained=False, num_classes=config["num_classes"], **model_args
-    )
-    state = _read_weights(folder)
-    _check_state(model, state, folder)
-    model.load_state_dict(state, strict=True)
+    model = _build_checked(folder, config)
     model.pretrained_cfg = {**model.pretrained_cfg, **config["pretrained_cfg"]}
     model.label_names = list(config.get("label_names") or [])
     model.zoo_metadata = dict(config.get("zoo") or {})

@@ -104,9 +104,10 @@ def test_split_is_independent_of_file_system_order(tmp_path, monkeypatch):
     reference = [(r.key, r.split) for r in load_dataset("crc", root).records]
     real_walk, real_iterdir = layout_module.os.walk, Path.iterdir
 
-    def shuffled_walk(top):
-        for dirpath, dirnames, filenames in real_walk(top):
+    def shuffled_walk(top, **kwargs):
+        for dirpath, dirnames, filenames in real_walk(top, **kwargs):
             random.Random(1).shuffle(filenames)
+            random.Random(3).shuffle(dirnames)
             yield dirpath, dirnames, filenames
 
     def shuffled_iterdir(self):

@@ -12,11 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def gray_export(tiny_export, tmp_path_factory):
-    """A 1-channel model (X-ray style) in the hub format, from the same export code."""
+def gray_export(tiny_export):
+    """A 1-channel model (X-ray style) in the hub format, from the same export code, exported into $ZOO_HOME (the
+    demo's visitors may load models by name from there, never by a path)."""
     from hub.export import build_classifier, write_folder
     from zoo import create_backbone
-    from zoo.hub_format import make_config
+    from zoo.hub_format import make_config, zoo_home
     from zoo.probe import LinearProbe
 
     torch.manual_seed(0)
@@ -36,9 +37,7 @@ def gray_export(tiny_export, tmp_path_factory):
         license="CC BY 4.0",
         zoo_metadata={"method": "simclr", "dataset": "pneumonia"},
     )
-    return write_folder(
-        tmp_path_factory.mktemp("gray") / "gray-model", model, config, "---\nlibrary_name: timm\n---\n"
-    )
+    return write_folder(zoo_home() / "gray-model", model, config, "---\nlibrary_name: timm\n---\n")
 
 
 @pytest.fixture(scope="session")

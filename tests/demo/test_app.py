@@ -75,7 +75,7 @@ def test_probabilities_equal_softmax_of_zoo_load_logits(client, tiny_export, inp
 
 def test_grayscale_model_takes_colour_and_dicom(client, gray_export, inputs):
     for kind in ("png", "dicom", "tiff16"):
-        label, _, info, _ = predict(client, inputs[kind], custom=str(gray_export), saliency=True)
+        label, _, info, _ = predict(client, inputs[kind], custom=gray_export.name, saliency=True)
         assert label["label"] in ("NORMAL", "PNEUMONIA") and "grayscale (1 channel)" in info
 
 

@@ -52,7 +52,8 @@ def modified_copy(folder: Path, dest: Path, scale: float) -> Path:
 
 
 @pytest.fixture
-def hub_server(olah):
+def hub_server(olah, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # pushing needs a token: the test server checks it was sent
     with HubServer(olah) as server:
         yield server
 

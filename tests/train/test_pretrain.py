@@ -53,13 +53,22 @@ def test_run_directory_contents_and_random_init_baseline(tmp_path):
 
 @pytest.mark.distributed
 def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    common = ("--max-steps", "3", "--checkpoint-every", "1000", "--lr", "1e-2")
+    # fp32: this compares the algorithm (global batch, gathered loss, global BatchNorm), not bf16 rounding
+    common = ("--max-steps", "3", "--checkpoint-every", "1000", "--lr", "1e-2", "--mixed-precision", "no")
     accelerate_launch(PRETRAIN, *args(tmp_path / "two", *common), num_processes=2)
     accelerate_launch(PRETRAIN, *args(tmp_path / "one", *common), num_processes=1)
     one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")
     assert len(one) == len(two) == 3
-    assert two[0] == pytest.approx(one[0], rel=1e-5, abs=1e-6)  # same batch, same views, same init
-    assert two == pytest.approx(one, rel=1e-3)  # and the same updates (global BatchNorm + gathered loss)
+    # Error budget, measured on AVX2 and AVX-512 machines: step 1 (same batch, views and init) differs by float32
+    # summation order only, <= 1.5e-7 relative over 3 seeds; a GlobalBatchNorm with per-process statistics moves
+    # it by ~1.5e-3. Later steps amplify the rounding through the updates (measured <= 1.1e-4).
+    assert two[0] == pytest.approx(one[0], rel=2e-6)
+    assert two == pytest.approx(one, rel=1e-3)
+    one_encoder, two_encoder = (load_file(tmp_path / run / "encoder.safetensors") for run in ("one", "two"))
+    assert one_encoder.keys() == two_encoder.keys()
+    for key, value in one_encoder.items():  # weights and the BatchNorm buffers (running mean / var, counts)
+        torch.testing.assert_close(two_encoder[key], value, rtol=1e-3, atol=1e-4, msg=key)
+    assert any(k.endswith("running_var") for k in one_encoder)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -92,7 +101,9 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
             raise KeyboardInterrupt("power cut")
 
     monkeypatch.setattr(checkpoint_module.Accelerator, "save_state", crashing_save)
-    assert main(args(out, "--max-steps", "10", "--checkpoint-every", "2")) == 130  # Ctrl-C: one line, no traceback
+    assert (
+        main(args(out, "--max-steps", "10", "--checkpoint-every", "2")) == 130
+    )  # Ctrl-C: one line, no traceback
     assert "interrupted" in caplog.text and "continue with --resume" in caplog.text
     assert checkpoint_module.latest_checkpoint(out).name == "step_0000002"
     assert (out / "checkpoints" / ".tmp-step_0000004").exists()

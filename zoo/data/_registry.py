@@ -164,7 +164,8 @@ register_dataset(
         name="imagefolder",
         kind="folder",
         description="any folder of class sub-folders, optionally under train/val/test folders",
-        split_policy="random",
+        split_policy="official",  # a test/ folder is the test split, a val/ folder the val split; else random
+        merge_official_val=False,
         license="the user's",
     )
 )

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from zoo.data import synthetic
 from zoo.data._registry import DatasetSpec, get_dataset_spec
 from zoo.data.images import ImageDecodeError, read_image
-from zoo.data.layout import candidate_roots, find_child, is_junk, list_images
+from zoo.data.layout import candidate_roots, find_child, list_images, subfolders
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
 
 __all__ = [
@@ -177,8 +177,7 @@ def _split_folders(spec: DatasetSpec, folder: Path) -> dict[str, Path]:
 def _class_folders(spec: DatasetSpec, parents: list[Path]) -> list[str]:
     if spec.class_names is not None:
         return list(spec.class_names)
-    names = {c.name for p in parents for c in p.iterdir() if c.is_dir() and not is_junk(c.name)}
-    return sorted(names)
+    return sorted({c.name for p in parents for c in subfolders(p)})
 
 
 def _locate(spec: DatasetSpec, root: Path) -> tuple[Path, dict[str, Path]]:
