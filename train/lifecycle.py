@@ -45,6 +45,7 @@ class RunClaim:
     run_dir: Path
     checkpoint: Path | None = None
     state: TrainState | None = None
+    resumed: bool = False  # an existing run is continued (from ``checkpoint``, or from step 0 if it has none)
 
 
 def checkpoint_config(cfg: PretrainConfig) -> dict:
@@ -83,7 +84,7 @@ def _choose_checkpoint(run_dir: Path, cfg: PretrainConfig, resume: str) -> RunCl
         folder = Path(resume)
         if not folder.is_dir():
             raise RunDirError(f"--resume {resume}: no such checkpoint folder")
-        return RunClaim(run_dir, folder, verify_checkpoint(folder, expected))
+        return RunClaim(run_dir, folder, verify_checkpoint(folder, expected), resumed=True)
     found = newest_intact_checkpoint(run_dir, expected)
     if found is None:
         if any((run_dir / CHECKPOINTS_DIR).glob("step_*")):
@@ -91,8 +92,8 @@ def _choose_checkpoint(run_dir: Path, cfg: PretrainConfig, resume: str) -> RunCl
                 f"--resume latest: no checkpoint of {run_dir} is intact (see the warnings above)"
             )
         log.warning("%s has no checkpoint yet: starting the run from step 0", run_dir)
-        return RunClaim(run_dir)
-    return RunClaim(run_dir, *found)
+        return RunClaim(run_dir, resumed=True)
+    return RunClaim(run_dir, *found, resumed=True)
 
 
 def _decide(cfg: PretrainConfig, resume: str | None) -> RunClaim:
@@ -134,7 +135,7 @@ def write_run_config(run_dir: Path, cfg: PretrainConfig) -> None:
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
     """Drop what a crashed run logged after the checkpoint it resumes from (and a half-written last line), so
-    the resumed run does not log those steps twice."""
+    the resumed run does not log those steps twice; ``step = -1`` drops everything (a restart from step 0)."""
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return

@@ -125,7 +125,7 @@ class Trainer:
         set_seed(cfg.seed)
         self.data = load_pretrain_data(
             cfg,
-            manifest=self.run_dir / SPLIT_FILE if claim.checkpoint else None,
+            manifest=self.run_dir / SPLIT_FILE if claim.resumed else None,  # a resumed run keeps its split
             manifest_out=self.run_dir / SPLIT_FILE if self.main else None,
         )
         self.steps, self.batches_per_epoch = total_steps(cfg, len(self.data.train[0]))
@@ -136,9 +136,9 @@ class Trainer:
             self.state = claim.state
             if self.scheduler:
                 self.scheduler.step_update(self.state.step)
-            if self.main:
-                truncate_metrics(self.run_dir, self.state.step)
             log.info("resumed from %s at step %d", claim.checkpoint, self.state.step)
+        if self.main and claim.resumed:
+            truncate_metrics(self.run_dir, self.state.step if claim.checkpoint else -1)
         elif self.main:
             write_run_config(self.run_dir, cfg)  # setup succeeded: from now on the folder is a run
         self.accelerator.wait_for_everyone()

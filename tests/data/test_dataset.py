@@ -1,6 +1,8 @@
 """Every dataset spec on generated trees that reproduce the real layouts and quirks."""
 
+import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,46 @@ def test_imagefolder_discovers_classes(tmp_path):
     assert sorted(ds.counts()) == ["test", "train", "val"] and sum(ds.counts()["test"]) > 0
 
 
+def test_imagefolder_test_and_val_folders_are_its_splits(tmp_path):
+    for split, n in (("train", 20), ("val", 4), ("test", 5)):
+        trees.imagefolder(tmp_path / split, classes=("a", "b"), per_class=n)
+    ds = load_dataset("imagefolder", tmp_path)
+    by_split = {
+        s: {r.key.split("/")[0] for r in ds.records if r.split == s} for s in ("train", "val", "test")
+    }
+    assert by_split == {"train": {"train"}, "val": {"val"}, "test": {"test"}}
+    assert ds.counts() == {"train": [20, 20], "val": [4, 4], "test": [5, 5]}
+    shutil.rmtree(tmp_path / "val")  # no val folder: val is drawn from train, test stays the test folder
+    ds = load_dataset("imagefolder", tmp_path)
+    assert ds.counts()["test"] == [5, 5] and sum(ds.counts()["val"]) > 0
+    assert all(r.key.startswith("train/") for r in ds.records if r.split == "val")
+
+
+def test_links_back_to_an_ancestor_are_not_followed(tmp_path):
+    root = trees.imagefolder(tmp_path / "data")
+    reference = load_dataset("imagefolder", root)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # ln -s $ROOT $ROOT/loop
+    (root / "cats" / "again").symlink_to(root / "cats", target_is_directory=True)
+    (root / "dogs" / "up").symlink_to(root, target_is_directory=True)
+    elsewhere = trees.imagefolder(tmp_path / "more", classes=("extra",), per_class=3)
+    (root / "eels" / "shared").symlink_to(
+        elsewhere / "extra", target_is_directory=True
+    )  # a real link: followed
+    ds = load_dataset("imagefolder", root)
+    assert ds.class_names == reference.class_names
+    assert sum(map(sum, ds.counts().values())) == 18 + 3
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_by_name(tmp_path, caplog):
+    root = trees.imagefolder(tmp_path / "data")
+    bad = os.path.join(os.fsencode(root / "cats"), b"caf\xe9.jpg")  # Latin-1 bytes, as old zips have them
+    shutil.copyfile(root / "cats" / "0.jpg", bad)
+    ds = load_dataset("imagefolder", root)
+    assert sum(map(sum, ds.counts().values())) == 18
+    assert "caf\\xe9.jpg" in caplog.text and "not valid UTF-8" in caplog.text
+    ds.write_manifest(tmp_path / "split.csv")  # no UnicodeEncodeError
+
+
 @pytest.mark.parametrize("rgb", [True, False])
 def test_medmnist_npz_with_all_six_keys(tmp_path, rgb):
     path = trees.medmnist(tmp_path / "pathmnist_64.npz", size=64, rgb=rgb, classes=9, n=(18, 9, 9))
@@ -133,6 +175,9 @@ def test_grouped_crc_never_splits_a_source_image(tmp_path):
     for r in ds.records:
         sides.setdefault(r.group, set()).add(r.split)
     assert all(len(s) == 1 for s in sides.values())
+    counts = {split: sum(c) for split, c in ds.counts().items()}
+    assert all(counts.values()), counts  # every split has groups: not everything in train
+    assert 0.1 <= counts["test"] / len(ds.records) <= 0.3
 
 
 def test_manifest_round_trip_and_mismatch(tmp_path):

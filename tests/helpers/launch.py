@@ -12,6 +12,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_command(script: str, *args: str, num_processes: int = 2) -> list[str]:
+    """The `accelerate launch` command line for N CPU processes (gloo on loopback)."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
+    if num_processes > 1:
+        launcher += ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1"]
+    else:
+        launcher += ["--num_processes", "1", "--num_machines", "1"]
+    # port 0: torchrun's rendezvous store binds a free port itself (no pick-then-bind race between tests)
+    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    return [*launcher, script, *args]
+
+
 def accelerate_launch(script: str, *args: str, num_processes: int = 2, timeout: int = 300, cwd=None):
     """`accelerate launch --multi_gpu --num_processes N` on CPU; returns the CompletedProcess (check=True)."""
     env = {
@@ -21,14 +33,13 @@ def accelerate_launch(script: str, *args: str, num_processes: int = 2, timeout: 
         "MASTER_ADDR": "127.0.0.1",
         "OMP_NUM_THREADS": "1",
     }
-    launcher = [sys.executable, "-m", "accelerate.commands.launch"]
-    if num_processes > 1:
-        launcher += ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1"]
-    else:
-        launcher += ["--num_processes", "1", "--num_machines", "1"]
-    launcher += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
     proc = subprocess.run(
-        [*launcher, script, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        launch_command(script, *args, num_processes=num_processes),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if proc.returncode != 0:
         raise AssertionError(

@@ -128,12 +128,51 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
             "BreaKHis 400X/{train,test}",
         ),
         (["--lr", "fast"], "lr: expected float"),
+        (["--weight-decay", "-0.0001"], "weight_decay must be >= 0"),
+        (["--momentum", "-0.9"], "momentum must be >= 0"),
+        (["--momentum", "1.5"], "momentum must be in [0, 1)"),
+        (["--warmup-steps", "-3"], "warmup_steps must be >= 0"),
+        (["--num-threads", "-1"], "num_threads must be > 0 or null"),
+        (["--crop-scale", "[a,b]"], "crop_scale must be two numbers"),
+        (["--crop-scale", "[0.9, 0.2]"], "crop_scale must be two numbers"),
+        (["--cache-size", "16"], "cache_size (16) must be >= image_size (32)"),
+        (["--paper-mode", "maybe"], "paper_mode: expected bool"),
+        (["--log-with", "wandb-cloud"], "log_with='wandb-cloud' is not valid"),
         (["--backbone", "resnet_50"], "Close matches"),
     ],
 )
 def test_bad_input_is_a_clear_error(tmp_path, caplog, extra, message):
     assert main(args(tmp_path / "run", "--max-steps", "2", *extra)) == 2
     assert message in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),
+        ("method: [simclr\n", "not valid YAML"),
+        ("- a list\n", "a recipe must be a mapping"),
+        ("mixed_precision: no\n", "quote the value"),
+    ],
+)
+def test_bad_recipe_files_are_one_clear_error(tmp_path, caplog, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    assert main(["--recipe", str(recipe), "--output-dir", str(tmp_path / "run")]) == 2
+    assert message in caplog.text and not (tmp_path / "run").exists()
+
+
+def test_malformed_flag_value_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args(tmp_path / "run", "--dataset-options", "{num_images: [1"))
+    assert exit_info.value.code == 2 and "argument --dataset-options" in capsys.readouterr().err
+
+
+def test_text_flags_are_taken_as_written(tmp_path):
+    from train.config import parse_args
+
+    cfg, _ = parse_args(args(tmp_path / "run", "--mixed-precision", "no", "--output-dir", "null"))
+    assert cfg.mixed_precision == "no" and cfg.output_dir is None
 
 
 def test_unknown_recipe_key_is_an_error(tmp_path, caplog):
