@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from train.tracking import TRACKERS, parse_trackers
 from zoo.backbones import check_architecture
 from zoo.data import list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
@@ -113,7 +114,12 @@ class PretrainConfig:
     eval_every: int = option(0, "run", "kNN on val every N steps (0: at the end of every epoch)")
     checkpoint_every: int = option(0, "run", "checkpoint every N steps (0: at the end of every epoch)")
     keep_checkpoints: int = option(2, "run", "newest checkpoints kept")
-    log_with: str = option("none", "run", "experiment tracker (Accelerate's; needs its package)")
+    log_with: str = option(
+        "none",
+        "run",
+        f"experiment trackers, comma-separated: none or any of {', '.join(TRACKERS)} (through Accelerate; "
+        "each needs its package)",
+    )
     log_every: int = option(
         10, "run", "steps between loss-health checks and metric writes (every step is still recorded)"
     )
@@ -126,7 +132,6 @@ class PretrainConfig:
         "schedule": ("cosine", "constant"),
         "mixed_precision": ("auto", "no", "bf16", "fp16"),
         "knn_metric": ("cosine", "euclidean"),
-        "log_with": ("none", "tensorboard"),
         "augment": tuple(AUGMENT_POLICIES),
     }
     POSITIVE: typing.ClassVar[tuple] = (
@@ -161,6 +166,7 @@ class PretrainConfig:
                     f"{key}={getattr(self, key)!r} is not valid; choose one of: {', '.join(valid)}"
                 )
         check_architecture(self.backbone)
+        parse_trackers(self.log_with)
         for key in self.POSITIVE:
             if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")

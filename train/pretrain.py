@@ -32,7 +32,7 @@ from train.config import PretrainConfig, parse_args
 from train.data import IndexedImages, load_pretrain_data
 from train.lifecycle import RunDirError, checkpoint_config, claim_run_dir, truncate_metrics, write_run_config
 from train.monitor import CollapseDetector, KnnMonitor, MetricsLog, embedding_spread, plot_curves
-from train.tracking import check_trackers, log_image, parse_trackers, start_trackers
+from train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
@@ -311,7 +311,7 @@ class Trainer:
             if self.cfg.export_name:
                 summary["exported_to"] = str(self._export())
         self.accelerator.wait_for_everyone()
-        self.accelerator.end_training()
+        end_trackers(self.accelerator)
         return summary
 
     def summarise(self, test_knn: float) -> dict:

@@ -18,7 +18,7 @@ from accelerate import Accelerator
 
 from zoo.run_dir import TRACKING_DIR
 
-__all__ = ["TRACKERS", "parse_trackers", "check_trackers", "start_trackers", "log_image"]
+__all__ = ["TRACKERS", "parse_trackers", "check_trackers", "start_trackers", "end_trackers", "log_image"]
 
 log = logging.getLogger("train")
 # tracker name (Accelerate's) → the package it needs
@@ -50,15 +50,22 @@ def check_trackers(names: list[str]) -> None:
             raise ValueError(f"log_with={name} needs the {package} package: pip install {hint}")
 
 
+_SET_HERE: set[str] = set()  # environment variables this module set for the current run (removed at its end)
+
+
+def _set_default(key: str, value: str) -> None:
+    if key not in os.environ:
+        os.environ[key] = value
+        _SET_HERE.add(key)
+
+
 def _local_defaults(names: list[str], tracking_dir: Path) -> None:
     """Point local trackers into the run directory unless the user configured them."""
-    if "mlflow" in names and "MLFLOW_TRACKING_URI" not in os.environ:
-        os.environ["MLFLOW_TRACKING_URI"] = (tracking_dir / "mlruns").resolve().as_uri()
-        os.environ.setdefault(
-            "MLFLOW_ALLOW_FILE_STORE", "true"
-        )  # mlflow 3 keeps the file store behind a flag
+    if "mlflow" in names:
+        _set_default("MLFLOW_TRACKING_URI", (tracking_dir / "mlruns").resolve().as_uri())
+        _set_default("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 keeps the file store behind a flag
     if "wandb" in names:
-        os.environ.setdefault("WANDB_DIR", str(tracking_dir))
+        _set_default("WANDB_DIR", str(tracking_dir))
 
 
 def _flat_config(config: dict) -> dict:
@@ -80,6 +87,14 @@ def start_trackers(
     accelerator.log_with = names
     accelerator.project_configuration.logging_dir = str(tracking_dir)
     accelerator.init_trackers(project, config=_flat_config(config))
+
+
+def end_trackers(accelerator: Accelerator) -> None:
+    """Finish every tracker and forget the run-directory defaults (a later run in this process gets its own)."""
+    accelerator.end_training()
+    for key in _SET_HERE:
+        os.environ.pop(key, None)
+    _SET_HERE.clear()
 
 
 def log_image(accelerator: Accelerator, path: Path, step: int) -> None:

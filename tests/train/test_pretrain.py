@@ -137,7 +137,7 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
         (["--crop-scale", "[0.9, 0.2]"], "crop_scale must be two numbers"),
         (["--cache-size", "16"], "cache_size (16) must be >= image_size (32)"),
         (["--paper-mode", "maybe"], "paper_mode: expected bool"),
-        (["--log-with", "wandb-cloud"], "log_with='wandb-cloud' is not valid"),
+        (["--log-with", "wandb-cloud"], "log_with: unknown tracker(s) ['wandb-cloud']"),
         (["--backbone", "resnet_50"], "Close matches"),
     ],
 )
@@ -197,19 +197,6 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     steps = [m for m in metrics(out) if m["event"] == "step"]
     assert [m["step"] for m in steps] == [1, 2, 3]  # 6 batches of 8, 3 updates
     assert steps[0]["epoch"] == 0 and (out / "checkpoints" / "step_0000003").is_dir()
-
-
-def test_tensorboard_tracker_logs_loss_lr_and_knn(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out = tmp_path / "run"
-    assert main(args(out, "--max-steps", "4", "--eval-every", "2", "--log-with", "tensorboard")) == 0
-    events = EventAccumulator(str(next(out.rglob("events.out.tfevents.*")).parent))
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-    assert {"step/loss", "step/lr", "eval/knn"} <= tags
-    assert [e.step for e in events.Scalars("step/loss")] == [1, 2, 3, 4]
-    assert len(events.Scalars("eval/knn")) == 3  # random-init, step 2, step 4
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, caplog):
