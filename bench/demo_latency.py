@@ -43,7 +43,6 @@ def main() -> int:
 
     import zoo
     from bench.load_time import make_model
-    from tests.helpers.launch import free_port
     from tests.helpers.servers import serve
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,6 +60,8 @@ def main() -> int:
                 forward.append(time.perf_counter() - t)
         from demo import app
 
+        app.OPERATOR_MODELS.add(str(tmp / "resnet50"))  # a path: allowed only as the operator's --model
+
         for saliency in (False, True):  # the prediction function itself, in process (server-side latency)
             app.classify(str(image), "", str(tmp / "resnet50"), saliency, 3)
             times = []
@@ -69,17 +70,19 @@ def main() -> int:
                 app.classify(str(image), "", str(tmp / "resnet50"), saliency, 3)
                 times.append(time.perf_counter() - t)
             server_side[f"classify() in process, saliency {'on' if saliency else 'off'}"] = percentiles(times)
-        port = free_port()
         env = {**os.environ, "ZOO_HOME": str(tmp / "home")}
-        cmd = [
-            sys.executable,
-            str(ROOT / "demo" / "app.py"),
-            "--model",
-            str(tmp / "resnet50"),
-            "--port",
-            str(port),
-        ]
-        with serve(cmd, port, tmp / "demo.log", timeout=180, env=env):
+
+        def command(port: int) -> list[str]:
+            return [
+                sys.executable,
+                str(ROOT / "demo" / "app.py"),
+                "--model",
+                str(tmp / "resnet50"),
+                "--port",
+                str(port),
+            ]
+
+        with serve(command, tmp / "demo.log", timeout=180, env=env) as port:
             client = Client(f"http://127.0.0.1:{port}/", verbose=False)
 
             def call(saliency):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -74,16 +73,14 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with start_olah(tmp / "olah", port) as mirrors:
+        with start_olah(tmp / "olah") as (url, mirrors):
             repo = mirrors / "models" / "bench" / "resnet50"
             make_model(repo)
             git(repo, "init", "-q")
             git(repo, "add", "-A")
             git(repo, "commit", "-q", "-m", "bench model")
-            env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+            env = {**os.environ, "HF_ENDPOINT": url, "PYTHONPATH": str(ROOT)}
+
             results = {"local folder": timed(env, str(repo), repeats=args.repeats)}
             cold = []
             for i in range(args.repeats):  # a new, empty cache each time

@@ -1,15 +1,18 @@
 import os
+import shutil
 import socket
 import tempfile
 
-# Before huggingface_hub is imported anywhere in the session (it reads these at import): downloads go to the olah
-# mirror that the `olah` fixture starts on this port, into a throw-away cache.
-with socket.socket() as _s:
-    _s.bind(("127.0.0.1", 0))
-    OLAH_PORT = _s.getsockname()[1]
+# Before huggingface_hub is imported anywhere in the session (it reads these at import, URL templates included):
+# downloads go to the olah mirror that the `olah` fixture starts on OLAH_PORT, into a throw-away cache and model
+# home, removed when the session ends. The port stays bound by this socket (no other process can take it, the
+# kernel hands out no bound port) until the fixture closes it right before olah binds it.
+_OLAH_PORT_RESERVATION = socket.socket()
+_OLAH_PORT_RESERVATION.bind(("127.0.0.1", 0))
+OLAH_PORT = _OLAH_PORT_RESERVATION.getsockname()[1]
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{OLAH_PORT}"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="medssl-test-hf-")
-os.environ["ZOO_HOME"] = tempfile.mkdtemp(prefix="medssl-test-zoo-home-")
+SESSION_DIRS = [tempfile.mkdtemp(prefix="medssl-test-hf-"), tempfile.mkdtemp(prefix="medssl-test-zoo-home-")]
+os.environ["HF_HOME"], os.environ["ZOO_HOME"] = SESSION_DIRS
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("ZOO_REGISTRY", None)
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -26,13 +29,20 @@ def rng():
     return torch.Generator().manual_seed(0)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    for folder in SESSION_DIRS:  # the session's own temporary folders (made above)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def olah(tmp_path_factory):
-    """An olah Hub mirror on 127.0.0.1:OLAH_PORT, offline, serving the git repositories under ``mirrors/``."""
+    """An olah Hub mirror on 127.0.0.1:OLAH_PORT (HF_ENDPOINT), offline, serving the git repositories under
+    ``mirrors/``; it must be olah itself that listens there (checked), not whatever took the port."""
     from tests.helpers.servers import start_olah
 
     root = tmp_path_factory.mktemp("olah")
-    with start_olah(root, OLAH_PORT) as mirrors:
+    _OLAH_PORT_RESERVATION.close()
+    with start_olah(root, OLAH_PORT) as (_, mirrors):
         yield mirrors
 
 

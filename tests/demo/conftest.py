@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.launch import free_port
 from tests.helpers.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +42,17 @@ def gray_export(tiny_export):
 @pytest.fixture(scope="session")
 def demo_url(tiny_export, tmp_path_factory):
     """`python demo/app.py` on 127.0.0.1, started as a user would, stopped by PID."""
-    port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, str(ROOT / "demo" / "app.py"), "--model", str(tiny_export), "--port", str(port)]
-    with serve(cmd, port, tmp_path_factory.mktemp("demo") / "demo.log", timeout=120, env=env, cwd=ROOT):
+
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "demo" / "app.py"),
+            "--model",
+            str(tiny_export),
+            "--port",
+            str(port),
+        ]
+
+    with serve(command, tmp_path_factory.mktemp("demo") / "demo.log", timeout=120, env=env, cwd=ROOT) as port:
         yield f"http://127.0.0.1:{port}/"

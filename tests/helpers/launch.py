@@ -1,15 +1,8 @@
 """Run a script under `accelerate launch` with N CPU processes (gloo on loopback)."""
 
 import os
-import socket
 import subprocess
 import sys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_command(script: str, *args: str, num_processes: int = 2) -> list[str]:
