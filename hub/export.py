@@ -141,20 +141,28 @@ def write_folder(
     return out_dir
 
 
-def _evaluate(encoder, data: RunData, knn_k: int) -> tuple[LinearProbe, dict]:
-    """Fit the probe on train (C chosen on val) and score kNN + probe on test."""
-    transform, num_classes = data.eval_transform, data.dataset.num_classes
-    feats = {s: extract_features(encoder, images, transform) for s, (images, _) in data.splits.items()}
-    labels = {s: y for s, (_, y) in data.splits.items()}
-    probe = fit_linear_probe(feats["train"], labels["train"], feats["val"], labels["val"])
-    probabilities = torch.softmax(probe.logits(feats["test"]), dim=1)
-    metrics = classification_metrics(probabilities, labels["test"], num_classes)
+def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe, dict[str, torch.Tensor]]:
+    """The linear probe on fp32 features of train (L2 chosen on val): fp32, so that an export is the same on
+    every machine (bf16 autocast is used only where it is fast); also returns the features."""
+    feats = {
+        s: extract_features(encoder, images, data.eval_transform, autocast=False)
+        for s, (images, _) in data.splits.items()
+    }
+    probe = fit_linear_probe(feats["train"], data.train[1], feats["val"], data.val[1])
+    return probe, feats
+
+
+def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe: LinearProbe) -> dict:
+    """Test metrics of the exported classifier itself (what zoo.load or timm will compute) and of kNN."""
+    num_classes = data.dataset.num_classes
+    logits = extract_features(model, data.test[0], data.eval_transform, autocast=False)  # N x classes
+    metrics = classification_metrics(torch.softmax(logits, dim=1), data.test[1], num_classes)
     metrics["linear_accuracy"] = metrics["accuracy"]
     metrics["knn_accuracy"] = knn_accuracy(
-        feats["train"], labels["train"], feats["test"], labels["test"], num_classes, k=knn_k
+        feats["train"], data.train[1], feats["test"], data.test[1], num_classes, k=knn_k
     )
     metrics["probe_inverse_l2"] = probe.inverse_l2
-    return probe, metrics
+    return metrics
 
 
 def published_config(cfg: dict) -> dict:
@@ -217,8 +225,10 @@ def export_run(
     check_destination(out_dir, run_dir, force)  # fail before the work, not after
     encoder = (encoder if encoder is not None else run.load_encoder()).float().eval()
     data = data if data is not None else run.load_data()
-    probe, metrics = _evaluate(encoder, data, run.config["knn_k"])
+    probe, feats = _fit_probe(encoder, data)
     model = build_classifier(encoder, run.config["backbone"], data.dataset.channels, probe)
+    metrics = _score(model, feats, data, run.config["knn_k"], probe)
+
     config = _export_config(run, model, data, metrics)
     plot = run_dir / CURVES_FILE
     card = render_card(

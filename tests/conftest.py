@@ -49,15 +49,14 @@ def olah(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """A real pre-training run (a few steps on synthetic data) exported as a Hub folder."""
-    from accelerate.state import AcceleratorState, GradientState
-
     from hub.export import export_run
+    from tests.helpers.accelerate_state import reset_accelerate_state
     from tests.train.tiny import args
     from train.pretrain import main
 
     root = tmp_path_factory.mktemp("tiny-run")
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     assert main(args(root / "run", "--max-steps", "4", "--export-name", "null")) == 0
-    AcceleratorState._reset_state(True)
+    reset_accelerate_state()
+
     return export_run(root / "run", root / "simclr-synthetic")

@@ -80,6 +80,18 @@ def build_model(cfg: PretrainConfig, channels: int, accelerator: Accelerator) ->
     return model.to(memory_format=torch.channels_last)
 
 
+def build_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """timm's optimizer ``cfg.optimizer``; norms and biases (1-D parameters) get no weight decay."""
+    return create_optimizer_v2(
+        model,
+        opt=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        filter_bias_and_bn=True,
+    )
+
+
 def build_scheduler(cfg: PretrainConfig, optimizer, steps: int) -> CosineLRScheduler | None:
     """timm's warmup + cosine, stepped per optimizer step; None for a constant learning rate."""
     if cfg.schedule != "cosine":
@@ -151,14 +163,8 @@ class Trainer:
     def _build(self) -> None:
         cfg, ds = self.cfg, self.data.dataset
         model = build_model(cfg, ds.channels, self.accelerator)
-        optimizer = create_optimizer_v2(
-            model,
-            opt=cfg.optimizer,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            momentum=cfg.momentum,
-            filter_bias_and_bn=True,  # no weight decay on norms and biases
-        )
+        optimizer = build_optimizer(cfg, model)
+
         loader = DataLoader(
             IndexedImages(self.data.train[0]), batch_size=cfg.batch_size, shuffle=True, drop_last=True
         )

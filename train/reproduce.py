@@ -78,8 +78,8 @@ def pretrain(cell: str, argv: list[str], run_dir: Path) -> None:
     resume = ["--resume"] if is_run(run_dir) else []
     cmd = [sys.executable, str(PRETRAIN), *argv, "--output-dir", str(run_dir), *resume]
     log.info("%s: pre-training (%s)", cell, "resuming" if resume else "new run")
-    if subprocess.run(cmd).returncode != 0:
-        raise RuntimeError(f"{cell}: pre-training failed; see the output above (re-run to resume)")
+    if subprocess.run(cmd).returncode != 0 or not read_run(run_dir).finished:
+        raise RuntimeError(f"{cell}: pre-training did not finish; see the output above (re-run to resume)")
 
 
 def evaluate_cell(run_dir: Path, args, baselines: str) -> list[dict]:

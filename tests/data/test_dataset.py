@@ -65,7 +65,20 @@ def test_pneumonia_duplicate_macosx_rgb_and_merged_val(tmp_path):
     assert any(r.group.startswith("test/person") for r in ds.records)
 
 
+def test_pneumonia_grouped_split_keeps_each_patient_on_one_side(tmp_path):
+    counts = {"train": (20, 40), "val": (2, 2), "test": (4, 6)}
+    ds = load_dataset("pneumonia", trees.pneumonia(tmp_path, counts=counts), grouped=True)
+    sides: dict[str, set] = {}
+    for r in ds.records:
+        sides.setdefault(r.group, set()).add(r.split)
+    assert all(len(s) == 1 for s in sides.values()), sides
+    patients = {r.group for r in ds.records if "person" in r.group}
+    assert len(patients) > 10 and all("/" in g for g in patients)  # person<N> scoped by the official folder
+    assert sum(ds.counts()["val"]) > 0 and sum(ds.counts()["test"]) > 0
+
+
 def test_pneumonia_as_rgb_like_the_study(tmp_path):
+
     ds = load_dataset("pneumonia", trees.pneumonia(tmp_path), channels=3)
     assert ds.read(0).shape[0] == 3 and ds.mean == (0.5, 0.5, 0.5)
 

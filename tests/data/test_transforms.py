@@ -59,3 +59,26 @@ def test_eval_transform_follows_the_timm_data_config():
     out = eval_transform(cfg)(image)
     assert out.shape == (3, 224, 224)
     assert torch.allclose(out, torch.ones_like(out))  # (1 - 0.5) / 0.5
+
+
+def test_batch_augment_is_a_function_of_seed_epoch_sample_and_view_only():
+    """A sample's view does not depend on its batch, its position in it, or the other samples: what makes a
+    2-process or resumed run see the augmentations of an uninterrupted one."""
+    from zoo.data.batch_augment import BatchAugment
+
+    images = torch.randint(0, 256, (6, 3, 40, 40), dtype=torch.uint8)
+    ids = torch.tensor([10, 11, 12, 13, 14, 15])
+    augment = BatchAugment(24, 3, (0.5,) * 3, (0.25,) * 3, seed=7)
+    whole = augment(images, ids, epoch=2, view=1)
+    order = torch.tensor([5, 0, 3])
+    part = augment(images[order], ids[order], epoch=2, view=1)  # another batch, another position
+    torch.testing.assert_close(part, whole[order])
+    for changed in (
+        augment(images, ids, epoch=3, view=1),
+        augment(images, ids, epoch=2, view=0),
+        BatchAugment(24, 3, (0.5,) * 3, (0.25,) * 3, seed=8)(images, ids, epoch=2, view=1),
+        augment(images, ids + 100, epoch=2, view=1),
+    ):
+        assert not torch.allclose(changed, whole)
+    with pytest.raises(ValueError, match="view must be in 0..7"):
+        augment(images, ids, view=8)

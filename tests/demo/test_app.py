@@ -147,3 +147,25 @@ def test_in_a_real_browser(demo_url, tiny_export):
             browser.close()
     assert any(name in text for name in zoo.load(tiny_export).label_names), text
     shutil.copy(ARTIFACTS / "demo.png", ARTIFACTS / "demo-latest.png")
+
+
+def test_sharing_is_off_and_analytics_are_disabled(tiny_export, monkeypatch):
+    """The app itself (not the test environment) disables analytics, binds 127.0.0.1 and does not share."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    code = "import os, demo.app; print(os.environ['GRADIO_ANALYTICS_ENABLED'])"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
+    import gradio as gr
+
+    from demo import app
+
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    assert app.main(["--model", str(tiny_export)]) == 0
+    assert launched["share"] is False and launched["server_name"] == "127.0.0.1"

@@ -133,3 +133,23 @@ def test_demo_classify_answers_or_refuses_each_file(files, tiny_export, name):
     else:
         label, _, info, _ = app.classify(str(files[name]), "", str(tiny_export), False, 3)
         assert abs(sum(label.values()) - 1) < 0.2 and "Preprocessing" in info
+
+
+def test_dicom_modality_lut_voi_window_and_monochrome1(tmp_path):
+    """The README's DICOM claims against a hand computation: rescale slope/intercept, the VOI window, MONOCHROME1."""
+    import pydicom
+
+    pixels = np.arange(0, 200, dtype=np.uint8).reshape(10, 20)
+    path = corpus.dicom(tmp_path / "ct.dcm", pixels)
+    ds = pydicom.dcmread(path)
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100  # HU = 2 * value - 100: -100 .. 298
+    ds.WindowCenter, ds.WindowWidth = 50, 101  # linear window over about 0 .. 100 HU, clipped outside
+    ds.save_as(path)
+    image, _ = read_upload(path, 1)
+    hu = pixels.astype(float) * 2 - 100
+    expected = np.clip((hu - (50 - 0.5)) / (101 - 1) + 0.5, 0, 1)  # DICOM PS3.3 C.11.2.1.2.1, linear
+    assert np.abs(np.asarray(image) / 255.0 - expected).max() < 0.02
+    ds.PhotometricInterpretation = "MONOCHROME1"  # 0 is white
+    ds.save_as(path)
+    inverted, _ = read_upload(path, 1)
+    assert np.abs(np.asarray(inverted).astype(int) + np.asarray(image) - 255).max() <= 1

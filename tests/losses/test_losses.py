@@ -97,7 +97,17 @@ def test_simsiam_matches_reference():
         )
         / 5
     )
-    assert_same_value_and_grads(SimSiamLoss()(p1, p2, z1, z2), ref, (p1, p2))
+    loss = SimSiamLoss()(p1, p2, z1, z2)
+    assert_same_value_and_grads(loss, ref, (p1, p2))
+    z_grads = torch.autograd.grad(SimSiamLoss()(p1, p2, z1, z2), (z1, z2), allow_unused=True)
+    assert all(g is None or not g.any() for g in z_grads)  # the stop-gradient: nothing reaches z
+
+
+def test_simsiam_without_stop_gradient_would_differ():
+    """The reference is sensitive to the stop-gradient: without it z would get a gradient (guards the test)."""
+    p1, p2, z1, z2 = (torch.randn(5, 8, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    undetached = -0.5 * (torch.cosine_similarity(p1, z2).mean() + torch.cosine_similarity(p2, z1).mean())
+    assert torch.autograd.grad(undetached, z1)[0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("paper_mode", [False, True])

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.neighbors import KNeighborsClassifier
 
 from zoo.probe import (
@@ -82,6 +89,9 @@ def test_metrics_match_sklearn():
     m = classification_metrics(probs, y, 3)
     pred = probs.argmax(1).numpy()
     assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["balanced_accuracy"] != pytest.approx(m["accuracy"])  # the data are imbalanced enough to tell
+
     assert m["f1_weighted"] == pytest.approx(f1_score(y, pred, average="weighted"))
     assert m["precision_macro"] == pytest.approx(precision_score(y, pred, average="macro", zero_division=0))
     assert m["recall_weighted"] == pytest.approx(recall_score(y, pred, average="weighted"))

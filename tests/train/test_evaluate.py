@@ -4,9 +4,13 @@ import json
 import logging
 import shutil
 
+import numpy as np
 import pytest
+import torch
 
 from train import evaluate, reproduce
+from zoo.probe import extract_features, knn_accuracy
+from zoo.run_dir import read_run
 
 
 @pytest.fixture
@@ -40,7 +44,28 @@ def test_evaluate_a_run_directory_with_baselines_fractions_and_seeds(tiny_run, t
         for r in result["summary"]
         if r["encoder"] == "ssl" and r["protocol"] == "linear" and r["fraction"] == 0.2
     )
-    assert row["seeds"] == 2 and row["accuracy_std"] is not None and 0 <= row["accuracy"] <= 1
+    runs = [
+        r["accuracy"]
+        for r in result["runs"]
+        if r["encoder"] == "ssl" and r["protocol"] == "linear" and r["fraction"] == 0.2
+    ]
+    assert row["seeds"] == 2 and len(runs) == 2
+    assert row["accuracy"] == pytest.approx(np.mean(runs)) and row["accuracy_std"] == pytest.approx(
+        np.std(runs)
+    )
+    # the full-label kNN against a direct computation on the run's own data and encoder
+    run = read_run(tiny_run)
+    data, encoder = run.load_data(), run.load_encoder()
+    feats = {s: extract_features(encoder, x, data.eval_transform) for s, (x, _) in data.splits.items()}
+    direct = knn_accuracy(feats["train"], data.train[1], feats["test"], data.test[1], 4, k=5, metric="cosine")
+    knn = next(
+        r
+        for r in result["summary"]
+        if r["encoder"] == "ssl" and r["protocol"] == "knn" and r["fraction"] == 1.0
+    )
+    assert knn["accuracy"] == pytest.approx(direct, abs=1e-6)  # float32 vs float64 of the same count
+    baseline = next(r for r in result["summary"] if r["encoder"] == "random-init" and r["protocol"] == "knn")
+    assert baseline["accuracy"] != knn["accuracy"]
     for name in ("results.md", "confusion_matrix.png", "label_fraction.png", "tsne.png", "roc.png"):
         assert (out / name).is_file(), name
     assert "| ssl | linear | 100% |" in (out / "results.md").read_text()
@@ -66,7 +91,21 @@ def test_evaluate_a_checkpoint_and_an_export(tiny_run, tiny_export, tmp_path):
     assert a["accuracy"] == pytest.approx(b["accuracy"], abs=1e-9)  # the same final encoder, the same split
 
 
-def test_fine_tuning_protocol_runs(tiny_run, tmp_path):
+def test_fine_tuning_trains_a_copy_and_scores_it(tiny_run, tmp_path):
+    run = read_run(tiny_run)
+    data, encoder = run.load_data(), run.load_encoder()
+    before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    task = evaluate.ProbeTask(
+        encoder, data, {}, {}, torch.arange(len(data.train[1])), 0, evaluate.Settings(5, 5, 5, 2)
+    )
+    probabilities = evaluate.predict_finetune(task)
+    assert probabilities.shape == (len(data.test[1]), 4)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(data.test[1])))
+    assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())  # the source is untouched
+    frozen = torch.softmax(
+        extract_features(encoder, data.test[0], data.eval_transform) @ torch.zeros(96, 4), 1
+    )
+    assert not torch.allclose(probabilities, frozen)  # a trained head, not a uniform guess
     argv = [
         str(tiny_run),
         "--output-dir",
@@ -78,12 +117,14 @@ def test_fine_tuning_protocol_runs(tiny_run, tmp_path):
         "--protocols",
         "finetune",
         "--finetune-epochs",
-        "1",
+        "5",
         "--baselines",
         "none",
         "--no-plots",
     ]
     assert evaluate.main(argv) == 0
+    row = json.loads((tmp_path / "metrics.json").read_text())["summary"][0]
+    assert row["protocol"] == "finetune" and row["accuracy"] > 0.3 and row["auroc"] > 0.6  # chance: 0.25, 0.5
 
 
 def test_bad_inputs(tiny_run, tiny_export, tmp_path, caplog):
@@ -141,3 +182,38 @@ def test_reproduce_on_synthetic_is_resumable(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="reproduce")
     assert reproduce.main(argv) == 0
     assert caplog.text.count("finished earlier, skipped") == 2
+
+
+def test_an_interrupted_cell_resumes_and_paper_mode_reaches_the_cells(tmp_path, caplog):
+    common = ["--methods", "simclr", "--synthetic-steps", "4", "--protocols", "knn", "--fractions", "1.0"]
+    common += ["--seeds", "0", "--out", str(tmp_path), "--paper-mode", "--baselines", "none"]
+    tiny = (
+        "--dataset-options '{num_images: 96}' --image-size 32 --batch-size 16 --knn-k 5 --checkpoint-every 2"
+    )
+    assert reproduce.main([*common, "--pretrain-args", f"{tiny} --halt-at-step 2"]) == 2  # a cell cut short
+    assert "did not finish" in caplog.text
+    run_dir = tmp_path / "runs" / "simclr-synthetic-paper"
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="reproduce")
+    assert reproduce.main([*common, "--pretrain-args", tiny]) == 0
+    assert "simclr-synthetic-paper: pre-training (resuming)" in caplog.text
+    run = read_run(run_dir)
+    assert run.finished and run.config["paper_mode"] is True and run.config["augment"] == "simclr"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]  # each step once
+
+
+
+def test_imagenet_baseline_from_a_local_weights_file(tiny_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from zoo import create_backbone
+
+    weights = tmp_path / "test_resnet_imagenet.safetensors"
+    torch.manual_seed(3)
+    save_file(create_backbone("test_resnet").state_dict(), str(weights))
+    argv = [str(tiny_run), "--output-dir", str(tmp_path / "eval"), "--fractions", "1.0", "--seeds", "0"]
+    argv += ["--protocols", "knn", "--baselines", "imagenet", "--weights", str(weights), "--no-plots"]
+    assert evaluate.main(argv) == 0
+    result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {r["encoder"] for r in result["summary"]} == {"ssl", "imagenet-supervised"}

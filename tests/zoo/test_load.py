@@ -102,3 +102,23 @@ def test_cli_list_info_load(export_copy, capsys):
     assert "test_resnet" in capsys.readouterr().out
     assert main(["load", "nope-nothing"]) == 2
     assert "unknown model" in capsys.readouterr().err
+    shutil.copytree(export_copy, zoo_home() / "cli-info-model")
+    assert main(["info", "cli-info-model"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["architecture"] == "test_resnet" and info["label_names"] == zoo.load(export_copy).label_names
+    assert info["zoo"]["method"] == "simclr" and info["pretrained_cfg"]["input_size"] == [3, 32, 32]
+
+
+def test_register_and_device(export_copy, monkeypatch):
+    monkeypatch.setattr(
+        zoo.registry.MODELS, "_items", dict(zoo.registry.MODELS._items)
+    )  # restored afterwards
+
+    entry = zoo.register("my-registered", "org/my-registered", revision="a" * 40)
+    assert zoo.registry.get_entry("my-registered") == entry and "my-registered" in zoo.list_models("my-*")
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register("my-registered", "org/other")
+    zoo.register("my-registered", "org/other", overwrite=True)
+    assert zoo.registry.get_entry("my-registered").repo_id == "org/other"
+    model = zoo.load(export_copy, device="meta")  # the device argument is honoured (meta: no memory)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
