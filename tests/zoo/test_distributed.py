@@ -11,7 +11,7 @@ from tests.helpers import dist_losses
 from tests.helpers.launch import accelerate_launch
 from zoo.distributed import gather, world_size
 
-HELPERS = Path(__file__).parent / "helpers"
+HELPERS = Path(__file__).parents[1] / "helpers"
 
 
 def test_gather_is_a_noop_in_one_process():

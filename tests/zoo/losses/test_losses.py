@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tests.losses import reference
+from tests.zoo.losses import reference
 from zoo.losses import BarlowTwinsLoss, DCLWLoss, SimCLRLoss, SimSiamLoss, VICRegLoss
 
 

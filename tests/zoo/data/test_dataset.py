@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.data import trees
+from tests.zoo.data import trees
 from zoo.data import DatasetNotFoundError, list_datasets, load_dataset, read_manifest
 from zoo.data import layout as layout_module
 
