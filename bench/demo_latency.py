@@ -58,7 +58,7 @@ def main() -> int:
                 t = time.perf_counter()
                 model(x)
                 forward.append(time.perf_counter() - t)
-        from demo import app
+        from medssl_zoo.demo import app
 
         app.OPERATOR_MODELS.add(str(tmp / "resnet50"))  # a path: allowed only as the operator's --model
 

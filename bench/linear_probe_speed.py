@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--epochs", type=int, default=200)
     args = parser.parse_args()
-    from train.evaluate import load_data, resolve_source
+    from medssl_zoo.train.evaluate import load_data, resolve_source
     from zoo.data import eval_transform
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ def make_model(folder: Path) -> None:
     """A ResNet-50 export (random weights, 2-class probe) in the hub format."""
     import torch
 
-    from hub.export import build_classifier, write_folder
+    from medssl_zoo.hub.export import build_classifier, write_folder
     from zoo import create_backbone
     from zoo.hub_format import make_config
     from zoo.probe import LinearProbe

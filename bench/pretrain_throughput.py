@@ -74,8 +74,8 @@ def measure(argv: list[str], steps: int, warmup: int) -> dict:
     """Run inside a fresh process: build the real trainer, time `steps` optimizer steps after `warmup`."""
     import torch
 
-    from train.config import parse_args
-    from train.pretrain import Trainer
+    from medssl_zoo.train.config import parse_args
+    from medssl_zoo.train.pretrain import Trainer
 
     cfg, _ = parse_args(argv)
     start = time.perf_counter()

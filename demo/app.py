@@ -28,8 +28,8 @@ import torch
 from PIL import Image
 
 import zoo
-from demo.imaging import ImageDecodeError, read_upload
-from demo.saliency import grad_cam, overlay
+from medssl_zoo.demo.imaging import ImageDecodeError, read_upload
+from medssl_zoo.demo.saliency import grad_cam, overlay
 from zoo.hub_format import zoo_home
 
 __all__ = ["build_demo", "classify", "preprocess", "get_model", "default_model"]

@@ -35,11 +35,23 @@ def _eval_results(metrics: dict, dataset: str, split: str) -> list[EvalResult]:
     ]
 
 
+REPO_PLACEHOLDER = (
+    "<org>/"  # stands for the Hub organisation until the model is pushed (hub.push fills it in)
+)
+
+
 def render_card(
-    repo_name: str, config: dict, metrics: dict, spec, method_paper: str, plot: str | None = None
+    repo_name: str,
+    config: dict,
+    metrics: dict,
+    spec,
+    method_paper: str,
+    plot: str | None = None,
+    repo_id: str | None = None,
 ) -> ModelCard:
     """A model card for an exported model: ``config`` is the config.json, ``metrics`` the test metrics,
-    ``spec`` the dataset's :class:`zoo.data.DatasetSpec`."""
+    ``spec`` the dataset's :class:`zoo.data.DatasetSpec`, ``repo_id`` the Hub repository once known."""
+    hub_id = repo_id or f"{REPO_PLACEHOLDER}{repo_name}"
     zoo_meta = config["zoo"]
     method, dataset = zoo_meta["method"], zoo_meta["dataset"]
     data = ModelCardData(
@@ -77,13 +89,14 @@ A **{method}** self-supervised encoder ({config["architecture"]}, {config["num_f
 ## How to use
 ```python
 import zoo
-model = zoo.load("{repo_name}")                      # classifier, eval mode
-encoder = zoo.load("{repo_name}", features_only=True)  # {config["num_features"]}-d features
+model = zoo.load("{hub_id}")                      # classifier, eval mode
+encoder = zoo.load("{hub_id}", features_only=True)  # {config["num_features"]}-d features
 
 import timm                                           # plain timm, no zoo needed
-model = timm.create_model("hf-hub:<org>/{repo_name}", pretrained=True)
+model = timm.create_model("hf-hub:{hub_id}", pretrained=True)
 ```
-Demo: `python demo/app.py --model {repo_name}`.
+Demo: `medssl-demo --model {hub_id}` (in a checkout: `python demo/app.py --model {hub_id}`).
+
 
 ## Training
 | | |

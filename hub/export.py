@@ -24,7 +24,7 @@ import timm
 import torch
 
 import zoo
-from hub.card import render_card
+from medssl_zoo.hub.card import render_card
 from zoo.data import get_dataset_spec
 from zoo.data.splits import file_sha256
 from zoo.files import save_safetensors
@@ -213,10 +213,12 @@ def export_run(
     data: RunData | None = None,
     *,
     force: bool = False,
+    repo_id: str | None = None,
 ) -> Path:
     """Export ``run_dir`` (a finished pre-training run) to ``out_dir``.
 
-    The trainer passes its ``encoder`` and ``data`` to skip reloading them.
+    The trainer passes its ``encoder`` and ``data`` to skip reloading them; ``repo_id`` (the Hub repository it will
+    be pushed to) goes into the model card's usage lines.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     run = read_run(run_dir)
@@ -238,7 +240,9 @@ def export_run(
         get_dataset_spec(run.config["dataset"]),
         get_method_spec(run.config["method"]).citation,
         plot=PLOT_FILE if plot.is_file() else None,
+        repo_id=repo_id,
     )
+
     extra = {PLOT_FILE: plot} if plot.is_file() else {}
     path = write_folder(out_dir, model, config, str(card), extra, run_dir=run_dir, force=force)
     log.info(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
-from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
+from medssl_zoo.hub.card import REPO_PLACEHOLDER
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
 
 __all__ = ["PushError", "push"]
@@ -74,6 +76,18 @@ def _check_folder(folder: Path) -> dict:
     return read_config(folder / CONFIG_FILE)
 
 
+def _operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
+    """The export's files; the model card with its usage lines pointing at ``repo_id`` (an export made before its
+    repository was known says ``<org>/<name>`` there)."""
+    card = re.sub(
+        re.escape(REPO_PLACEHOLDER) + r"[A-Za-z0-9._-]+", repo_id, (folder / CARD_FILE).read_text("utf-8")
+    )
+    files = [name for name in (WEIGHTS_FILE, CONFIG_FILE, PLOT_FILE) if (folder / name).is_file()]
+    return [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8"))] + [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
+    ]
+
+
 def push(
     folder: str | Path,
     repo_id: str,
@@ -107,16 +121,15 @@ def _upload(
         f"Upload {meta.get('method', '?')} on {meta.get('dataset', '?')} ({config['architecture']}, "
         f"seed {meta.get('seed')}, split {str(meta.get('split_manifest_sha256', ''))[:12]})"
     )
-    commit = api.upload_folder(
+    commit = api.create_commit(
         repo_id=repo_id,
-        folder_path=str(folder),
-        revision=branch,
+        operations=_operations(folder, repo_id),
         commit_message=message or default_message,
-        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE],
+        revision=branch,
     )
     sha = commit.oid
     if tag:
-        api.create_tag(repo_id, tag=tag, revision=sha, tag_message=f"{repo_id} {tag}")
+        api.create_tag(repo_id, tag=tag, revision=sha, tag_message=f"{repo_id} {tag}", exist_ok=True)
     log.info("pushed %s to %s@%s%s", folder, repo_id, sha, f" (tag {tag})" if tag else "")
     return sha
 

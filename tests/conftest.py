@@ -49,10 +49,10 @@ def olah(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """A real pre-training run (a few steps on synthetic data) exported as a Hub folder."""
-    from hub.export import export_run
+    from medssl_zoo.hub.export import export_run
+    from medssl_zoo.train.pretrain import main
     from tests.helpers.accelerate_state import reset_accelerate_state
     from tests.train.tiny import args
-    from train.pretrain import main
 
     root = tmp_path_factory.mktemp("tiny-run")
     reset_accelerate_state()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from train.tracking import TRACKERS, parse_trackers
+from medssl_zoo.train.tracking import TRACKERS, parse_trackers
 from zoo.backbones import check_architecture
 from zoo.data import list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from train.config import PretrainConfig
+from medssl_zoo.train.config import PretrainConfig
 from zoo.run_dir import RunData, load_run_data
 
 __all__ = ["IndexedImages", "load_pretrain_data"]

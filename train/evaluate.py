@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from train.reports import markdown_table, write_plots, write_report
+from medssl_zoo.train.reports import markdown_table, write_plots, write_report
 from zoo.data.batch_augment import BatchAugment
 from zoo.files import atomic_write_text
 from zoo.hub_format import WEIGHTS_FILE

@@ -17,8 +17,13 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from train.checkpoint import CheckpointError, TrainState, newest_intact_checkpoint, verify_checkpoint
-from train.config import RESUMABLE_CHANGES, PretrainConfig
+from medssl_zoo.train.checkpoint import (
+    CheckpointError,
+    TrainState,
+    newest_intact_checkpoint,
+    verify_checkpoint,
+)
+from medssl_zoo.train.config import RESUMABLE_CHANGES, PretrainConfig
 from zoo.files import atomic_write_text
 from zoo.run_dir import CHECKPOINTS_DIR, CONFIG_FILE, METRICS_FILE, is_run, is_run_file, read_run
 

@@ -27,12 +27,18 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from train.config import PretrainConfig, parse_args
-from train.data import IndexedImages, load_pretrain_data
-from train.lifecycle import RunDirError, checkpoint_config, claim_run_dir, truncate_metrics, write_run_config
-from train.monitor import CollapseDetector, KnnMonitor, MetricsLog, embedding_spread, plot_curves
-from train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
+from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from medssl_zoo.train.config import PretrainConfig, parse_args
+from medssl_zoo.train.data import IndexedImages, load_pretrain_data
+from medssl_zoo.train.lifecycle import (
+    RunDirError,
+    checkpoint_config,
+    claim_run_dir,
+    truncate_metrics,
+    write_run_config,
+)
+from medssl_zoo.train.monitor import CollapseDetector, KnnMonitor, MetricsLog, embedding_spread, plot_curves
+from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
@@ -347,7 +353,7 @@ class Trainer:
         return self.knn(fresh, "test")
 
     def _export(self) -> Path:
-        from hub.export import export_run, zoo_home
+        from medssl_zoo.hub.export import export_run, zoo_home
 
         return export_run(
             self.run_dir, zoo_home() / self.cfg.export_name, encoder=self.encoder, data=self.data

@@ -3,9 +3,14 @@
     python train/reproduce.py --data-root breast=~/data/archive --data-root pneumonia=~/data/chest_xray
     python train/reproduce.py                      # no datasets here: the same matrix on the synthetic set, small
 
+    python train/reproduce.py --data-root ... --push medssl-zoo   # also publish every cell, pinned in a registry
+
 Each cell pre-trains from its recipe (``train/recipes/<method>-<dataset>[-paper].yaml``), then evaluates with
-``train/evaluate.py``. Finished cells are skipped and interrupted pre-training resumes, so the command can be
-re-run until the table is complete. Writes ``results.csv``, ``results.md`` and ``summary.png`` to ``--out``.
+``train/evaluate.py``; with ``--push ORG`` it is exported, pushed to ``ORG/<cell>``, tagged, and entered into the
+registry file (``name: {repo_id, revision: <commit sha>}``, what ``$ZOO_REGISTRY`` reads). Every stage of a cell
+is recorded when it finishes: finished stages are skipped and interrupted pre-training resumes, so the command can
+be re-run until the table is complete (and everything published). Writes ``results.csv``, ``results.md`` and
+``summary.png`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train import evaluate
+import yaml
+from huggingface_hub import HfApi
+
+import zoo
+from medssl_zoo.train import evaluate
+from zoo.files import atomic_write_text
 from zoo.registry import STUDY_DATASETS, STUDY_METHODS
 from zoo.run_dir import EVAL_DIR, is_run, read_run
 
 log = logging.getLogger("reproduce")
-PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
 SYNTHETIC = [
     "--backbone",
     "test_resnet",
@@ -76,7 +85,8 @@ def pretrain(cell: str, argv: list[str], run_dir: Path) -> None:
     if is_run(run_dir) and read_run(run_dir).finished:
         return
     resume = ["--resume"] if is_run(run_dir) else []
-    cmd = [sys.executable, str(PRETRAIN), *argv, "--output-dir", str(run_dir), *resume]
+    cmd = [sys.executable, "-m", "medssl_zoo.train.pretrain", *argv, "--output-dir", str(run_dir), *resume]
+
     log.info("%s: pre-training (%s)", cell, "resuming" if resume else "new run")
     if subprocess.run(cmd).returncode != 0 or not read_run(run_dir).finished:
         raise RuntimeError(f"{cell}: pre-training did not finish; see the output above (re-run to resume)")
@@ -130,24 +140,56 @@ def cells(args) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def publish(cell: str, run_dir: Path, args) -> dict:
+    """Export the cell's run with its repository in the model card, push it to ``<org>/<cell>``, tag the commit;
+    returns the registry entry ``{repo_id, revision}`` (the pushed commit)."""
+    from medssl_zoo.hub.export import export_run
+    from medssl_zoo.hub.push import push
+
+    repo_id = f"{args.push}/{cell}"
+    folder = export_run(run_dir, Path(args.out) / "exports" / cell, repo_id=repo_id)
+    api = HfApi(endpoint=args.push_endpoint) if args.push_endpoint else None
+    sha = push(folder, repo_id, tag=args.tag, api=api, message=f"{cell}: MedSSL Zoo {zoo.__version__}")
+    log.info("%s: published %s@%s", cell, repo_id, sha)
+    return {"repo_id": repo_id, "revision": sha}
+
+
+def update_registry(path: Path, name: str, entry: dict) -> None:
+    """Add ``name: {repo_id, revision}`` to the registry file ``zoo.load`` reads ($ZOO_REGISTRY), atomically."""
+    registry = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    registry = {**(registry or {}), name: entry}
+    atomic_write_text(path, yaml.safe_dump(dict(sorted(registry.items())), sort_keys=False))
+
+
+def run_cell(cell: str, dataset: str, argv: list[str], args, baselines: str) -> dict:
+    """One cell, resumable: its state file records each finished stage (evaluation, publication)."""
+    out = Path(args.out)
+    state_file, run_dir = out / "cells" / f"{cell}.json", out / "runs" / cell
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if "summary" in state:
+        log.info("%s: finished earlier, skipped", cell)
+    else:
+        pretrain(cell, argv, run_dir)
+        state["summary"] = evaluate_cell(run_dir, args, baselines)
+        atomic_write_text(state_file, json.dumps(state))
+    if args.push and state.get("published", {}).get("repo_id", "").split("/")[0] != args.push:
+        state["published"] = publish(cell, run_dir, args)
+        atomic_write_text(state_file, json.dumps(state))
+    if args.push:
+        update_registry(Path(args.registry or out / "registry.yaml"), cell, state["published"])
+    return state
+
+
 def run(args) -> list[dict]:
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     rows, seen_datasets = [], set()
     for dataset, method, argv in cells(args):
         cell = f"{method}-{dataset}{'-paper' if args.paper_mode else ''}"
-        done = out / "cells" / f"{cell}.json"
         first_of_dataset = dataset not in seen_datasets
         seen_datasets.add(dataset)
-        if done.is_file():
-            log.info("%s: finished earlier, skipped", cell)
-        else:
-            pretrain(cell, argv, out / "runs" / cell)
-            summary = evaluate_cell(out / "runs" / cell, args, args.baselines if first_of_dataset else "none")
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps(summary))
-            tmp.replace(done)
-        for r in json.loads(done.read_text()):
+        state = run_cell(cell, dataset, argv, args, args.baselines if first_of_dataset else "none")
+        for r in state["summary"]:
             rows.append({"dataset": dataset, "method": method if r["encoder"] == "ssl" else "—", **r})
     write_table(rows, out)
     return rows
@@ -201,23 +243,57 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--data-root", action="append", default=[], metavar="DATASET=DIR", help="repeat per dataset"
+    p = argparse.ArgumentParser(
+        prog="reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--methods", default=",".join(STUDY_METHODS))
-    p.add_argument("--paper-mode", action="store_true", help="the *-paper recipes")
-    p.add_argument("--protocols", default="knn,linear")
-    p.add_argument("--fractions", default="0.1,1.0")
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--baselines", default="random", help="random,imagenet or none")
-    p.add_argument("--synthetic-steps", type=int, default=100)
-    p.add_argument("--pretrain-args", default="", help="extra flags for every pre-training run")
-    p.add_argument("--out", default="results")
+    data = p.add_argument_group("the matrix")
+    data.add_argument(
+        "--data-root",
+        action="append",
+        default=[],
+        metavar="DATASET=DIR",
+        help=f"a dataset's folder, repeated per dataset ({', '.join(STUDY_DATASETS)}); none: the synthetic set",
+    )
+    data.add_argument(
+        "--methods", default=",".join(STUDY_METHODS), help="comma-separated (default: %(default)s)"
+    )
+    data.add_argument(
+        "--paper-mode", action="store_true", help="the *-paper recipes (the original code exactly)"
+    )
+    data.add_argument(
+        "--synthetic-steps",
+        type=int,
+        default=100,
+        help="pre-training steps per synthetic cell (default: 100)",
+    )
+    data.add_argument("--pretrain-args", default="", help="extra flags for every pre-training run")
+    ev = p.add_argument_group("evaluation")
+    ev.add_argument("--protocols", default="knn,linear", help="see evaluate --help (default: %(default)s)")
+    ev.add_argument("--fractions", default="0.1,1.0", help="labelled fractions (default: %(default)s)")
+    ev.add_argument("--seeds", default="0,1,2", help="seeds per fraction (default: %(default)s)")
+    ev.add_argument("--baselines", default="random", help="random,imagenet or none (default: random)")
+    pub = p.add_argument_group(
+        "publishing (each finished cell exported and pushed as ORG/<method>-<dataset>)"
+    )
+    pub.add_argument(
+        "--push", metavar="ORG", help="push every cell to this Hub organisation (token: HF_TOKEN)"
+    )
+    pub.add_argument(
+        "--tag", default=f"v{zoo.__version__}", help="tag of the pushed commits (default: %(default)s)"
+    )
+    pub.add_argument(
+        "--registry",
+        type=Path,
+        help="registry file to write, name: {repo_id, revision} (default: OUT/registry.yaml; use as $ZOO_REGISTRY)",
+    )
+    pub.add_argument(
+        "--push-endpoint", help="upload to this Hub-compatible server (default: HF_ENDPOINT / the Hub)"
+    )
+    p.add_argument("--out", default="results", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
     try:
         rows = run(args)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError) as e:  # PushError is a RuntimeError: one line, then re-run to resume
         log.error("%s", e)
         return 2
     print((Path(args.out) / "results.md").read_text())

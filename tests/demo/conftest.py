@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def gray_export(tiny_export):
     """A 1-channel model (X-ray style) in the hub format, from the same export code, exported into $ZOO_HOME (the
     demo's visitors may load models by name from there, never by a path)."""
-    from hub.export import build_classifier, write_folder
+    from medssl_zoo.hub.export import build_classifier, write_folder
     from zoo import create_backbone
     from zoo.hub_format import make_config, zoo_home
     from zoo.probe import LinearProbe

@@ -12,8 +12,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 import zoo
-from demo.app import preprocess
-from demo.imaging import read_upload
+from medssl_zoo.demo.app import preprocess
+from medssl_zoo.demo.imaging import read_upload
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -163,7 +163,7 @@ def test_sharing_is_off_and_analytics_are_disabled(tiny_export, monkeypatch):
     assert out.stdout.strip() == "False"
     import gradio as gr
 
-    from demo import app
+    from medssl_zoo.demo import app
 
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))

@@ -6,7 +6,7 @@ import timm
 import torch
 from PIL import Image
 
-from demo.saliency import grad_cam, overlay
+from medssl_zoo.demo.saliency import grad_cam, overlay
 
 
 @pytest.mark.parametrize("arch", ["test_resnet", "test_vit"])

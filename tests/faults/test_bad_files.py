@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from demo import app
-from demo.imaging import read_upload
+from medssl_zoo.demo import app
+from medssl_zoo.demo.imaging import read_upload
 from tests.faults import corpus
 from zoo.data import ImageDecodeError, load_dataset, read_image
 
@@ -73,7 +73,7 @@ def test_refusals_stay_within_memory_and_time(files):
     script = f"""
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
-from demo.imaging import read_upload
+from medssl_zoo.demo.imaging import read_upload
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start, refused = time.time(), 0
 for path in {[str(files[b]) for b in bombs]!r}:

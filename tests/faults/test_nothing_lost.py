@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 import zoo
-from hub.export import ExportError, export_run
-from hub.export import main as export_main
+from medssl_zoo.hub.export import ExportError, export_run
+from medssl_zoo.hub.export import main as export_main
+from medssl_zoo.train.checkpoint import CheckpointError, TrainState, verify_checkpoint
+from medssl_zoo.train.pretrain import main as pretrain_main
 from tests.train.tiny import args, metrics, step_losses
-from train.checkpoint import CheckpointError, TrainState, verify_checkpoint
-from train.pretrain import main as pretrain_main
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import pytest
 from huggingface_hub import HfApi, constants
 
 import zoo
-from demo import app
-from hub.push import PushError, push
+from medssl_zoo.demo import app
+from medssl_zoo.hub.push import PushError, push
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -155,6 +155,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if repo is None:
             return self._reply(404, {"error": "Repository not found"})
         body = json.loads(self._body())
+        if git(repo, "tag", "--list", body["tag"]):
+            return self._reply(409, {"error": "Tag already exists"})  # as the Hub answers
         git(repo, "tag", "-a", body["tag"], revision, "-m", body.get("message") or body["tag"])
         self._reply(200, {})
 

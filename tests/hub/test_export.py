@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import hub.export as export_module
+import medssl_zoo.hub.export as export_module
 import zoo
-from hub.export import export_run
+from medssl_zoo.hub.export import export_run
 from zoo.probe import extract_features, fit_linear_probe
 from zoo.run_dir import read_run
 

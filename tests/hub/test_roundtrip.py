@@ -13,7 +13,7 @@ from huggingface_hub import HfApi, ModelCard, constants
 from safetensors.torch import load_file
 
 import zoo
-from hub.push import push
+from medssl_zoo.hub.push import push
 from tests.helpers.hub_server import HubServer
 from zoo.hub_format import WEIGHTS_FILE
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from train import evaluate, reproduce
+from medssl_zoo.train import evaluate, reproduce
 from zoo.probe import extract_features, knn_accuracy
 from zoo.run_dir import read_run
 
@@ -201,7 +201,6 @@ def test_an_interrupted_cell_resumes_and_paper_mode_reaches_the_cells(tmp_path, 
     assert run.finished and run.config["paper_mode"] is True and run.config["augment"] == "simclr"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]  # each step once
-
 
 
 def test_imagenet_baseline_from_a_local_weights_file(tiny_run, tmp_path):

@@ -9,12 +9,12 @@ import torch
 import yaml
 from timm.optim import Lars
 
+from medssl_zoo.train import pretrain
+from medssl_zoo.train.config import RECIPE_DIR, load_config
+from medssl_zoo.train.monitor import CollapseDetector
+from medssl_zoo.train.pretrain import build_accelerator, build_optimizer, main, setup_threads
 from tests.helpers.accelerate_state import reset_accelerate_state
 from tests.train.tiny import args
-from train import pretrain
-from train.config import RECIPE_DIR, load_config
-from train.monitor import CollapseDetector
-from train.pretrain import build_accelerator, build_optimizer, main, setup_threads
 from zoo import create_method
 from zoo.data.splits import read_manifest
 
@@ -145,7 +145,7 @@ def test_every_option_has_help(capsys):
     text = capsys.readouterr().out
     import dataclasses
 
-    from train.config import PretrainConfig
+    from medssl_zoo.train.config import PretrainConfig
 
     for field in dataclasses.fields(PretrainConfig):
         flag = f"--{field.name.replace('_', '-')}"

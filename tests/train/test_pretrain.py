@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from medssl_zoo.train import checkpoint as checkpoint_module
+from medssl_zoo.train.pretrain import main
 from tests.helpers.launch import accelerate_launch
 from tests.train.tiny import args, metrics, step_losses
-from train import checkpoint as checkpoint_module
-from train.pretrain import main
 from zoo.methods import list_methods
 
 PRETRAIN = "train/pretrain.py"
@@ -47,7 +47,7 @@ def test_run_directory_contents_and_random_init_baseline(tmp_path):
     # the random-init baseline recomputed independently: the same seeded architecture, kNN on the run's data
     from accelerate.utils import set_seed
 
-    from train.monitor import KnnMonitor
+    from medssl_zoo.train.monitor import KnnMonitor
     from zoo import create_method
     from zoo.run_dir import read_run
 
@@ -186,7 +186,7 @@ def test_malformed_flag_value_is_an_argparse_error(tmp_path, capsys):
 
 
 def test_text_flags_are_taken_as_written(tmp_path):
-    from train.config import parse_args
+    from medssl_zoo.train.config import parse_args
 
     cfg, _ = parse_args(args(tmp_path / "run", "--mixed-precision", "no", "--output-dir", "null"))
     assert cfg.mixed_precision == "no" and cfg.output_dir is None

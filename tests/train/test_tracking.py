@@ -7,8 +7,8 @@ import os
 import pytest
 import yaml
 
+from medssl_zoo.train.pretrain import main
 from tests.train.tiny import args
-from train.pretrain import main
 
 RUN = ("--max-steps", "4", "--eval-every", "2", "--log-every", "1")
 
@@ -56,6 +56,6 @@ def test_a_missing_tracker_package_is_one_clear_line(tmp_path, caplog, monkeypat
 
 @pytest.mark.parametrize("value", ["none", "tensorboard", "tensorboard,mlflow"])
 def test_tracker_names_parse(value):
-    from train.tracking import parse_trackers
+    from medssl_zoo.train.tracking import parse_trackers
 
     assert parse_trackers(value) == [v for v in value.split(",") if v != "none"]
