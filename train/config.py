@@ -64,6 +64,21 @@ class PretrainConfig:
 
     method: str = option("simclr", "method", "SSL method")
     backbone: str = option("resnet50", "method", "any timm architecture (timm.list_models())")
+    init: str = option(
+        "random",
+        "method",
+        "initial backbone weights: random, imagenet (timm's pretrained weights), or a zoo name / export folder "
+        "to continue from",
+    )
+    init_weights: str | None = option(
+        None, "method", "a safetensors file of backbone weights for --init imagenet offline"
+    )
+    loss_options: dict = option(
+        None, "method", "override the loss's hyper-parameters, e.g. {temperature: 1.0}", factory=dict
+    )
+    ema_momentum: float | None = option(
+        None, "method", "teacher-student methods: the EMA's base momentum, cosine to 1 (null: the method's)"
+    )
     paper_mode: bool = option(
         False,
         "method",
@@ -88,6 +103,13 @@ class PretrainConfig:
         None, "data", "size images are decoded at, once (null: image_size x 8/7, 256 for 224)"
     )
     augment: str = option("simclr", "data", "augmentation policy")
+    local_crops: int = option(
+        0, "data", "multi-crop (DINO): local crops per image besides the two global ones (at most 6)"
+    )
+    local_size: int = option(96, "data", "multi-crop: the local crops' size (px)")
+    local_crop_scale: list[float] = option(
+        None, "data", "multi-crop: the local crops' area range [low, high]", factory=lambda: [0.05, 0.4]
+    )
     crop_scale: list[float] | None = option(
         None, "data", "RandomResizedCrop area range [low, high] (null: the policy's)"
     )
@@ -100,6 +122,10 @@ class PretrainConfig:
     weight_decay: float = option(0.0, "optimisation", "weight decay (not applied to norms and biases)")
     schedule: str = option("cosine", "optimisation", "learning-rate schedule after the warmup")
     warmup_steps: int = option(0, "optimisation", "linear warmup from lr/100, in optimizer steps")
+    clip_grad: float | None = option(
+        None, "optimisation", "clip the gradients' global norm (null: no clipping)"
+    )
+
     min_lr: float = option(0.0, "optimisation", "final learning rate of the cosine schedule")
     grad_accum_steps: int = option(1, "optimisation", "batches accumulated per optimizer step")
     mixed_precision: str = option(
@@ -148,11 +174,12 @@ class PretrainConfig:
         "momentum",
         "weight_decay",
         "warmup_steps",
+        "local_crops",
         "min_lr",
         "eval_every",
         "checkpoint_every",
     )
-    POSITIVE_OR_NULL: typing.ClassVar[tuple] = ("max_steps", "num_threads", "cache_size")
+    POSITIVE_OR_NULL: typing.ClassVar[tuple] = ("max_steps", "num_threads", "cache_size", "clip_grad")
 
     @classmethod
     def choices(cls) -> dict[str, tuple]:
@@ -197,17 +224,48 @@ class PretrainConfig:
                 f"export_name must be a plain model name (letters, digits, . _ -), not a path: {self.export_name!r}; "
                 "exports go into $ZOO_HOME/<export_name> (use `python -m hub.export RUN DIR` for another folder)"
             )
-        scale = self.crop_scale
-        if scale is not None and not (
-            len(scale) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-            and 0 < scale[0] <= scale[1] <= 1
+        self._check_method_options()
+
+    def _check_method_options(self) -> None:
+        from zoo.data.batch_augment import VIEWS_PER_SAMPLE
+        from zoo.methods import get_method_spec
+
+        spec = get_method_spec(self.method)
+        if self.local_crops and not spec.model.multi_crop:
+            raise ValueError(f"local_crops: {self.method} takes two views; multi-crop is for: dino")
+        if self.local_crops > VIEWS_PER_SAMPLE - 2:
+            raise ValueError(f"local_crops must be at most {VIEWS_PER_SAMPLE - 2}, got {self.local_crops}")
+        if self.local_crops and not 8 <= self.local_size <= self.image_size:
+            raise ValueError(
+                f"local_size must be in 8..image_size ({self.image_size}), got {self.local_size}"
+            )
+        unknown = sorted(set(self.loss_options) - set(spec.loss_parameters()))
+        if unknown:
+            valid = ", ".join(spec.loss_parameters()) or "none"
+            raise ValueError(
+                f"loss_options {unknown} are not settings of {spec.loss.__name__}; valid: {valid}"
+            )
+        if self.ema_momentum is not None and not (
+            "momentum" in spec.model_kwargs and 0 <= self.ema_momentum < 1
         ):
             raise ValueError(
-                f"crop_scale must be two numbers [low, high] with 0 < low <= high <= 1, got {scale}"
+                f"ema_momentum must be in [0, 1) and is for teacher-student methods, got {self.ema_momentum}"
             )
+        if self.init_weights is not None and self.init != "imagenet":
+            raise ValueError("init_weights is the offline copy of --init imagenet: set init: imagenet too")
+        for key in ("crop_scale", "local_crop_scale"):
+            scale = getattr(self, key)
+            if scale is not None and not (
+                len(scale) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
+                and 0 < scale[0] <= scale[1] <= 1
+            ):
+                raise ValueError(
+                    f"{key} must be two numbers [low, high] with 0 < low <= high <= 1, got {scale}"
+                )
 
     def to_dict(self) -> dict:
+
         return dataclasses.asdict(self)
 
 

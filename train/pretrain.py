@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from medssl_zoo.train.config import PretrainConfig, parse_args
 from medssl_zoo.train.data import IndexedImages, load_pretrain_data
+from medssl_zoo.train.init_weights import initial_backbone_state
 from medssl_zoo.train.lifecycle import (
     RunDirError,
     checkpoint_config,
@@ -42,7 +43,7 @@ from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, p
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
-from zoo.methods import SSLModel, create_method
+from zoo.methods import SSLModel, TeacherStudentModel, create_method, get_method_spec
 from zoo.run_dir import (
     BEST_ENCODER_FILE,
     CURVES_FILE,
@@ -76,8 +77,28 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
     )
 
 
-def build_model(cfg: PretrainConfig, channels: int, accelerator: Accelerator) -> SSLModel:
-    model = create_method(cfg.method, cfg.backbone, in_chans=channels, paper_mode=cfg.paper_mode)
+def build_model(
+    cfg: PretrainConfig, channels: int, accelerator: Accelerator, epoch_fraction: float = 0.0
+) -> SSLModel:
+    """The method on its backbone (initial weights from ``cfg.init``), global BatchNorm on several processes;
+    ``epoch_fraction`` (one epoch / the run) is the part of training during which DINO keeps its last layer fixed."""
+    spec = get_method_spec(cfg.method)
+    model_options = {"momentum": cfg.ema_momentum} if cfg.ema_momentum is not None else {}
+    if "freeze_last_layer" in spec.model_kwargs:
+        model_options["freeze_last_layer"] = epoch_fraction
+    model = create_method(
+        cfg.method,
+        cfg.backbone,
+        in_chans=channels,
+        paper_mode=cfg.paper_mode,
+        loss_options=cfg.loss_options,
+        model_options=model_options,
+    )
+    state = initial_backbone_state(cfg, channels)
+    if state is not None:
+        model.backbone.load_state_dict(state, strict=True)
+        if isinstance(model, TeacherStudentModel):
+            model.reset_teacher()
     if accelerator.num_processes > 1:  # normalise with global-batch statistics, as one process would
         if accelerator.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -168,7 +189,7 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, ds = self.cfg, self.data.dataset
-        model = build_model(cfg, ds.channels, self.accelerator)
+        model = build_model(cfg, ds.channels, self.accelerator, min(1.0, self.batches_per_epoch / self.steps))
         optimizer = build_optimizer(cfg, model)
 
         loader = DataLoader(
@@ -186,10 +207,21 @@ class Trainer:
             crop_scale=tuple(cfg.crop_scale) if cfg.crop_scale else None,
             seed=cfg.seed,
         )
+        self.local_augment = BatchAugment(  # multi-crop: local views at their own size and scale
+            cfg.local_size,
+            ds.channels,
+            ds.mean,
+            ds.std,
+            policy=cfg.augment,
+            paper_mode=cfg.paper_mode,
+            crop_scale=tuple(cfg.local_crop_scale),
+            seed=cfg.seed,
+        )
 
     @property
     def encoder(self) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(self.model).backbone
+        """The encoder the method's paper evaluates (BYOL: online, MoCo v3: base, DINO: teacher)."""
+        return self.method.evaluated_encoder
 
     def evaluate(self, split: str = "val") -> float:
         """kNN accuracy of the current encoder on ``split`` (memory bank: train), on the main process."""
@@ -197,30 +229,46 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return acc
 
+    @property
+    def method(self) -> SSLModel:
+        """The SSL model itself (not its distributed wrapper): its schedules and evaluated encoder."""
+        return self.accelerator.unwrap_model(self.model)
+
     def make_views(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
-        """Two augmented views of a uint8 batch; a function of (seed, epoch, sample id, view) only."""
-        return self.augment(images, ids, epoch, view=0), self.augment(images, ids, epoch, view=1)
+        """Two global views (and ``local_crops`` local ones) of a uint8 batch; a function of (seed, epoch, sample
+        id, view) only, a view index per crop."""
+        views = [self.augment(images, ids, epoch, view=v) for v in (0, 1)]
+        views += [self.local_augment(images, ids, epoch, view=2 + i) for i in range(self.cfg.local_crops)]
+        return tuple(views)
 
     def optimize(self, views: tuple[torch.Tensor, ...]) -> dict | None:
-        """Forward, backward and (every grad_accum_steps) an optimizer step; the step's loss and embedding
-        spread as device tensors after an optimizer step (no host synchronisation here)."""
+        """Forward, backward and (every grad_accum_steps) an optimizer step, with the method's schedules around it;
+        the step's loss and embedding spread as device tensors (no host synchronisation here)."""
+        progress = self.state.step / self.steps
+        self.method.set_progress(progress)
         with self.accelerator.accumulate(self.model):
             out = self.model(*views)
             self.accelerator.backward(out["loss"])
+            if self.accelerator.sync_gradients:
+                self.method.before_optimizer_step(progress)
+                if self.cfg.clip_grad:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
             return None
         self.state.step += 1
+        self.method.after_optimizer_step(self.state.step / self.steps)  # the EMA teacher follows the student
         if self.scheduler:
             self.scheduler.step_update(self.state.step)
         return {"loss": out["loss"].detach(), "spread": embedding_spread(out["z1"])}
 
     def run(self) -> dict:
         if self.state.step == 0:
-            random_knn = self.evaluate()
-            self.record(event="eval", step=0, knn=random_knn, encoder="random-init")
-            log.info("random-init encoder: kNN val accuracy %.3f", random_knn)
+            initial_knn = self.evaluate()
+            initial = "random-init" if self.cfg.init == "random" else f"init: {self.cfg.init}"
+            self.record(event="eval", step=0, knn=initial_knn, encoder=initial)
+            log.info("%s encoder: kNN val accuracy %.3f", initial, initial_knn)
         self.bar = tqdm(
             total=self.steps,
             initial=self.state.step,
@@ -344,11 +392,13 @@ class Trainer:
         }
 
     def _random_init_knn(self) -> float:
-        """Test kNN of the same architecture at the run's seeded initialisation (its step-0 encoder)."""
+        """Test kNN of the same architecture at the run's seeded random initialisation (the step-0 encoder of a
+        random-init run; the baseline any initialisation is compared with)."""
         set_seed(self.cfg.seed)
         fresh = create_method(
             self.cfg.method, self.cfg.backbone, in_chans=self.data.dataset.channels
         ).backbone
+
         fresh = fresh.to(self.accelerator.device, memory_format=torch.channels_last)
         return self.knn(fresh, "test")
 

@@ -7,16 +7,39 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from zoo.losses import BarlowTwinsLoss, DCLWLoss, SimCLRLoss, SimSiamLoss, VICRegLoss
+from zoo.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    DCLWLoss,
+    DINOLoss,
+    MoCoV3Loss,
+    SimCLRLoss,
+    SimSiamLoss,
+    VICRegLoss,
+)
 
 LOSSES = {
-    "simclr": SimCLRLoss(),
-    "dclw": DCLWLoss(),
-    "dclw_paper": DCLWLoss(paper_mode=True),
-    "vicreg": VICRegLoss(),
-    "barlow": BarlowTwinsLoss(),
-    "simsiam": SimSiamLoss(),
+    "simclr": SimCLRLoss,
+    "dclw": DCLWLoss,
+    "dclw_paper": lambda: DCLWLoss(paper_mode=True),
+    "vicreg": VICRegLoss,
+    "barlow": BarlowTwinsLoss,
+    "simsiam": SimSiamLoss,
+    "byol": BYOLLoss,
+    "mocov3": MoCoV3Loss,
+    "dino": lambda: DINOLoss(5, warmup_teacher_temp_fraction=0.0),
 }
+PER_SAMPLE = {"simsiam", "byol"}  # means of per-sample terms: each process's loss is its own half's mean
+
+
+def call(name, loss_fn, z1, z2):
+    if name in ("simsiam", "byol", "mocov3"):
+        return loss_fn(z1, z2, z2, z1)  # predictions / queries and targets / keys
+    if name == "dino":
+        return loss_fn([z1, z2, 0.5 * z1], [z2, z1])
+    return loss_fn(z1, z2)
+
+
 GLOBAL_BATCH, IN_DIM, OUT_DIM = 8, 6, 5
 
 
@@ -30,7 +53,8 @@ def run(accelerator: Accelerator) -> dict:
         torch.manual_seed(1)
         model = accelerator.prepare(torch.nn.Linear(IN_DIM, OUT_DIM))
         z1, z2 = model(x1[rows]), model(x2[rows])
-        loss = loss_fn(z1, z1, z2, z2) if name == "simsiam" else loss_fn(z1, z2)
+        loss = call(name, loss_fn(), z1, z2)
+
         accelerator.backward(loss)
         weight = accelerator.unwrap_model(model).weight
         losses = accelerator.gather(loss.detach().reshape(1))

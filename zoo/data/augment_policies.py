@@ -6,7 +6,7 @@ a *policy*, as in timm.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 __all__ = [
     "AugmentPolicy",
@@ -35,6 +35,14 @@ class AugmentPolicy:
     crop_scale: tuple[float, float] = STANDARD_CROP_SCALE
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # asymmetric policies: view v takes per_view[min(v, len - 1)] (e.g. BYOL's blur 1.0 / 0.1, solarize 0 / 0.2)
+    per_view: tuple[dict, ...] = ()
+
+    def for_view(self, view: int) -> AugmentPolicy:
+        """The policy of view ``view`` (itself unless the policy is asymmetric)."""
+        if not self.per_view:
+            return self
+        return replace(self, **self.per_view[min(view, len(self.per_view) - 1)], per_view=())
 
 
 AUGMENT_POLICIES = {
@@ -42,6 +50,22 @@ AUGMENT_POLICIES = {
     "simclr": AugmentPolicy("simclr", (0.4, 0.4, 0.4, 0.1), 0.8, 0.2, 0.5, None, 0.0),
     # the original study's code (SmallDataSSL): jitter always applied, blur 23, solarize 0.1
     "original": AugmentPolicy("original", (0.4, 0.4, 0.2, 0.1), 1.0, 0.2, 0.5, 23, 0.1),
+    # Grill et al. 2020 (BYOL), Table 6, also MoCo v3's and DINO's: asymmetric blur and solarize; DINO's local crops
+    # (views 2+) blur 0.5, no solarize
+    "byol": AugmentPolicy(
+        "byol",
+        (0.4, 0.4, 0.2, 0.1),
+        0.8,
+        0.2,
+        1.0,
+        None,
+        0.0,
+        per_view=(
+            {"blur_p": 1.0, "solarize_p": 0.0},
+            {"blur_p": 0.1, "solarize_p": 0.2},
+            {"blur_p": 0.5, "solarize_p": 0.0},
+        ),
+    ),
 }
 
 

@@ -126,9 +126,10 @@ class BatchAugment:
             x = torch.where(
                 (rand(RandomStream.GRAYSCALE) < self.policy.grayscale_p).view(-1, 1, 1, 1), gray, x
             )
-        x = self._blur(x, rand)
-        if self.policy.solarize_p:
-            solarize = (rand(RandomStream.SOLARIZE) < self.policy.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
+        view_policy = self.policy.for_view(view)  # asymmetric policies blur / solarize each view differently
+        x = self._blur(x, rand, view_policy.blur_p)
+        if view_policy.solarize_p:
+            solarize = (rand(RandomStream.SOLARIZE) < view_policy.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
             x = torch.where(solarize, 1 - x, x)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         return x.contiguous(memory_format=torch.channels_last)
@@ -180,9 +181,10 @@ class BatchAugment:
         matrix = torch.linalg.inv(yiq) @ rotation @ yiq  # N x 3 x 3
         return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)
 
-    def _blur(self, x: torch.Tensor, rand) -> torch.Tensor:
+    def _blur(self, x: torch.Tensor, rand, probability: float) -> torch.Tensor:
         """Gaussian blur of the selected samples: one separable grouped convolution, reflect padding."""
-        selected = torch.nonzero(rand(RandomStream.BLUR_APPLY) < self.policy.blur_p).flatten()
+        selected = torch.nonzero(rand(RandomStream.BLUR_APPLY) < probability).flatten()
+
         if len(selected) == 0:
             return x
         lo, hi = self.policy.blur_sigma

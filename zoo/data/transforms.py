@@ -39,6 +39,7 @@ def ssl_transform(
     policy: str = "simclr",
     paper_mode: bool = False,
     crop_scale: tuple[float, float] | None = None,
+    view: int = 0,
 ) -> v2.Compose:
     """One augmented view, for SSL pre-training (see :mod:`zoo.data.augment_policies`).
 
@@ -48,10 +49,15 @@ def ssl_transform(
             p=0.5. Colour steps (saturation, hue, grayscale) are left out for 1-channel data.
         ``original``: the original study's policy — ColorJitter(0.4, 0.4, 0.2, 0.1) always, grayscale p=0.2,
             blur(23) p=0.5, solarize(128) p=0.1.
+        ``byol``: Grill et al. 2020, Table 6 (also MoCo v3's and DINO's) — ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8,
+            grayscale p=0.2, asymmetric: ``view`` 0 blur p=1.0, view 1 blur p=0.1 and solarize p=0.2, views 2+
+            (DINO's local crops) blur p=0.5.
 
     ``paper_mode=True`` means the ``original`` policy with its crop scale (0.08, 0.1), as the study ran it.
+
     """
-    r = get_policy(policy, paper_mode, crop_scale)
+    r = get_policy(policy, paper_mode, crop_scale).for_view(view)
+
     brightness, contrast, saturation, hue = r.jitter
     jitter = (
         v2.ColorJitter(brightness, contrast, saturation, hue)

@@ -1,13 +1,26 @@
-"""SSL methods of the study (SimCLR, DCLW, SimSiam, VICReg) plus Barlow Twins, as registered specs."""
+"""SSL methods as registered specs: the study's (SimCLR, DCLW, SimSiam, VICReg), Barlow Twins, and the
+teacher-student methods with an EMA teacher (BYOL, MoCo v3, DINO)."""
 
 from zoo.heads import (
     BarlowTwinsProjectionHead,
+    BYOLProjectionHead,
+    DINOHead,
+    MoCoV3ProjectionHead,
     SimCLRProjectionHead,
     SimSiamPredictionHead,
     SimSiamProjectionHead,
     VICRegProjectionHead,
 )
-from zoo.losses import BarlowTwinsLoss, DCLWLoss, SimCLRLoss, SimSiamLoss, VICRegLoss
+from zoo.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    DCLWLoss,
+    DINOLoss,
+    MoCoV3Loss,
+    SimCLRLoss,
+    SimSiamLoss,
+    VICRegLoss,
+)
 from zoo.methods._registry import (
     METHODS,
     MethodSpec,
@@ -17,12 +30,13 @@ from zoo.methods._registry import (
     register_method,
     scaled,
 )
-from zoo.methods.model import SSLModel
+from zoo.methods.model import BYOLModel, DINOModel, MoCoV3Model, SSLModel, TeacherStudentModel
 
 __all__ = [
     "METHODS",
     "MethodSpec",
     "SSLModel",
+    "TeacherStudentModel",
     "create_method",
     "get_method_spec",
     "list_methods",
@@ -80,5 +94,65 @@ register_method(
         make_projector=lambda f: BarlowTwinsProjectionHead(f, scaled(4096, f), scaled(4096, f)),
         loss=BarlowTwinsLoss,
         loss_kwargs={"lambda_offdiag": 0.0051},
+    )
+)
+
+
+def _byol_predictor(dim: int, paper_mode: bool) -> BYOLProjectionHead:
+    return BYOLProjectionHead(dim, max(256, dim * 16), dim)  # 256 → 4096 → 256
+
+
+def _mocov3_projector(num_features: int) -> MoCoV3ProjectionHead:
+    hidden = scaled(4096, num_features, minimum=256)
+    if num_features >= 2048:  # the ResNet-50 head: 2048 → 4096 → 256
+        return MoCoV3ProjectionHead([num_features, hidden, 256])
+    return MoCoV3ProjectionHead([num_features, hidden, hidden, 256])  # the ViT head: D → 4096 → 4096 → 256
+
+
+register_method(
+    MethodSpec(
+        name="byol",
+        citation="Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, NeurIPS 2020",
+        make_projector=lambda f: BYOLProjectionHead(f, scaled(4096, f, minimum=256), 256),
+        loss=BYOLLoss,
+        make_predictor=_byol_predictor,
+        model=BYOLModel,
+        model_kwargs={"momentum": 0.99},  # cosine to 1 (the official 300-epoch setting)
+        exported_encoder="the online encoder",
+    )
+)
+register_method(
+    MethodSpec(
+        name="mocov3",
+        citation="Chen, Xie & He, An Empirical Study of Training Self-Supervised Vision Transformers, ICCV 2021",
+        make_projector=_mocov3_projector,
+        loss=MoCoV3Loss,
+        loss_kwargs={"temperature": 0.2},  # ViT; the official ResNet-50 configurations use 1.0
+        make_predictor=lambda dim, paper_mode: MoCoV3ProjectionHead(
+            [dim, max(256, dim * 16), dim], last_bn=False
+        ),
+        model=MoCoV3Model,
+        model_kwargs={"momentum": 0.99},
+        exported_encoder="the base (query) encoder",
+    )
+)
+register_method(
+    MethodSpec(
+        name="dino",
+        citation="Caron et al., Emerging Properties in Self-Supervised Vision Transformers, ICCV 2021",
+        make_projector=lambda f: DINOHead(
+            f, scaled(2048, f, minimum=256), scaled(256, f, minimum=64), scaled(65536, f, minimum=1024)
+        ),
+        loss=DINOLoss,
+        loss_kwargs={
+            "student_temp": 0.1,
+            "teacher_temp": 0.07,
+            "warmup_teacher_temp": 0.04,
+            "warmup_teacher_temp_fraction": 0.3,  # the README's ViT-S/16 setting: 30 of 100 epochs
+            "center_momentum": 0.9,
+        },
+        model=DINOModel,
+        model_kwargs={"momentum": 0.996, "freeze_last_layer": 0.0},
+        exported_encoder="the teacher (EMA) encoder",
     )
 )

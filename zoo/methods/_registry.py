@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -35,6 +36,9 @@ class MethodSpec:
         make_predictor: ``(projector out_dim, paper_mode) -> nn.Module | None``; None for methods without one.
         loss_takes_predictions: the loss is called ``loss(p1, p2, z1, z2)`` (SimSiam) instead of ``loss(z1, z2)``;
             without a predictor (paper mode) p = z.
+        model: the model class (how the views, heads and loss meet); ``model_kwargs`` its settings (e.g. the EMA
+            teacher's base momentum).
+        exported_encoder: which encoder the method's paper evaluates, and the zoo exports (for model cards).
     """
 
     name: str
@@ -45,10 +49,29 @@ class MethodSpec:
     paper_loss_kwargs: dict = field(default_factory=dict)
     make_predictor: Callable[[int, bool], nn.Module | None] | None = None
     loss_takes_predictions: bool = False
+    model: type[SSLModel] = SSLModel
+    model_kwargs: dict = field(default_factory=dict)
+    exported_encoder: str = "the backbone"
 
-    def make_loss(self, paper_mode: bool = False) -> nn.Module:
-        """The loss with the method's hyper-parameters (and the study's deviations when ``paper_mode``)."""
-        return self.loss(**{**self.loss_kwargs, **(self.paper_loss_kwargs if paper_mode else {})})
+    def loss_parameters(self) -> list[str]:
+        """The loss's settable hyper-parameters (what ``loss_options`` may override)."""
+        names = inspect.signature(self.loss).parameters
+        return [n for n in names if n not in ("self", "out_dim")]
+
+    def make_loss(
+        self, paper_mode: bool = False, out_dim: int | None = None, options: dict | None = None
+    ) -> nn.Module:
+        """The loss with the method's hyper-parameters (and the study's deviations when ``paper_mode``); ``options``
+        override them (``ValueError`` naming unknown ones); ``out_dim`` reaches losses that need the head's width."""
+        unknown = sorted(set(options or {}) - set(self.loss_parameters()))
+        if unknown:
+            raise ValueError(
+                f"loss_options {unknown} are not settings of {self.loss.__name__}; valid: {', '.join(self.loss_parameters())}"
+            )
+        kwargs = {**self.loss_kwargs, **(self.paper_loss_kwargs if paper_mode else {}), **(options or {})}
+        if "out_dim" in inspect.signature(self.loss).parameters:
+            kwargs["out_dim"] = out_dim
+        return self.loss(**kwargs)
 
 
 METHODS: Registry[MethodSpec] = Registry("SSL method")
@@ -75,12 +98,17 @@ def create_method(
     in_chans: int = 3,
     paper_mode: bool = False,
     backbone_kwargs: dict | None = None,
+    loss_options: dict | None = None,
+    model_options: dict | None = None,
 ) -> SSLModel:
     """Build method ``name`` on the timm ``backbone``.
 
     ``paper_mode=True`` reproduces the original study's code exactly (one-sided DCLW with a non-detached
     weight, VICReg's variance term summed, SimSiam without predictor); the default is the standard, published
     formulation of each method.
+
+    ``loss_options`` override the loss's hyper-parameters (e.g. ``{"temperature": 1.0}``), ``model_options`` the
+    model's (e.g. ``{"momentum": 0.996}`` for an EMA teacher).
 
     Example:
         >>> model = create_method("simclr", backbone="resnet18", in_chans=1)
@@ -90,11 +118,17 @@ def create_method(
     encoder = create_backbone(backbone, in_chans=in_chans, **(backbone_kwargs or {}))
     projector = spec.make_projector(encoder.num_features)
     predictor = spec.make_predictor(projector.out_dim, paper_mode) if spec.make_predictor else None
-    return SSLModel(
+    unknown = sorted(set(model_options or {}) - set(spec.model_kwargs))
+    if unknown:
+        raise ValueError(
+            f"{name} has no model options {unknown}; valid: {', '.join(spec.model_kwargs) or 'none'}"
+        )
+    return spec.model(
         encoder,
         projector,
-        spec.make_loss(paper_mode),
+        spec.make_loss(paper_mode, projector.out_dim, loss_options),
         predictor=predictor,
         method=spec.name,
         loss_takes_predictions=spec.loss_takes_predictions,
+        **{**spec.model_kwargs, **(model_options or {})},
     )

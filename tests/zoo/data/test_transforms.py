@@ -43,8 +43,8 @@ def test_paper_mode_uses_the_original_crop_scale():
     assert t.transforms[0].scale == (0.08, 0.1)
     assert any(type(op).__name__ == "RandomSolarize" for op in t.transforms)
     assert ssl_transform(32).transforms[0].scale == (0.08, 1.0)
-    with pytest.raises(ValueError, match="valid: simclr, original"):
-        ssl_transform(32, policy="byol")
+    with pytest.raises(ValueError, match="valid: simclr, original, byol"):
+        ssl_transform(32, policy="nope")
 
 
 def test_eval_transform_follows_the_timm_data_config():
@@ -82,3 +82,15 @@ def test_batch_augment_is_a_function_of_seed_epoch_sample_and_view_only():
         assert not torch.allclose(changed, whole)
     with pytest.raises(ValueError, match="view must be in 0..7"):
         augment(images, ids, view=8)
+
+
+def test_byol_policy_is_asymmetric_per_view():
+    byol = AUGMENT_POLICIES["byol"]
+    assert [(byol.for_view(v).blur_p, byol.for_view(v).solarize_p) for v in range(4)] == [
+        (1.0, 0.0),
+        (0.1, 0.2),
+        (0.5, 0.0),
+        (0.5, 0.0),
+    ]
+    assert (byol.jitter, byol.jitter_p, byol.grayscale_p) == ((0.4, 0.4, 0.2, 0.1), 0.8, 0.2)
+    assert AUGMENT_POLICIES["simclr"].for_view(1) is AUGMENT_POLICIES["simclr"]

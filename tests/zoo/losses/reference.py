@@ -70,3 +70,40 @@ def barlow(z1, z2, lam=0.0051):
             c = sum(a[k, i] * b[k, j] for k in range(n)) / n
             total = total + ((1 - c) ** 2 if i == j else lam * c**2)
     return total
+
+
+def byol(p1, p2, z1, z2):
+    """Σ over the batch of ℓ(p1_i, z2_i) + ℓ(p2_i, z1_i), ℓ = ‖unit(p) − unit(z)‖², ÷ N (z detached)."""
+    n = len(p1)
+    total = 0.0
+    for i in range(n):
+        for p, z in ((p1[i], z2[i]), (p2[i], z1[i])):
+            total = total + ((unit(p.double()) - unit(z.detach().double())) ** 2).sum()
+    return total / n
+
+
+def mocov3_contrast(q, k, tau):
+    """−1/N Σ_i log softmax_j(q_i·k_j/τ)[i] · 2τ, loops."""
+    q = [unit(v) for v in q.double()]
+    k = [unit(v.detach()) for v in k.double()]
+    n = len(q)
+    total = 0.0
+    for i in range(n):
+        logits = [q[i] @ k[j] / tau for j in range(n)]
+        total = total - (logits[i] - torch.log(sum(torch.exp(v) for v in logits)))
+    return total / n * 2 * tau
+
+
+def dino(student, teacher, center, student_temp, teacher_temp):
+    """Σ over (global i, crop v ≠ i) of mean_b Σ_k −softmax((t_i − C)/τ_t)·log softmax(s_v/τ_s), ÷ #pairs."""
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher):
+        for v, s in enumerate(student):
+            if v == i:
+                continue
+            for b in range(len(t)):
+                target = torch.softmax((t[b].detach().double() - center.double()[0]) / teacher_temp, dim=0)
+                log_probs = torch.log_softmax(s[b].double() / student_temp, dim=0)
+                total = total + sum(-target[k] * log_probs[k] for k in range(len(target))) / len(t)
+            pairs += 1
+    return total / pairs

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from tests.zoo.losses import reference
-from zoo.losses import BarlowTwinsLoss, DCLWLoss, SimCLRLoss, SimSiamLoss, VICRegLoss
+from zoo.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    DCLWLoss,
+    DINOLoss,
+    MoCoV3Loss,
+    SimCLRLoss,
+    SimSiamLoss,
+    VICRegLoss,
+)
 
 
 def pair(n=6, d=5, seed=0, requires_grad=True):
@@ -166,3 +175,55 @@ def test_bf16_inputs_give_finite_float32_losses():
     for loss in ALL:
         out = loss(z1.bfloat16(), z2.bfloat16())
         assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_byol_matches_loop_reference_and_stops_the_target_gradient():
+    p1, p2, z1, z2 = (torch.randn(5, 8, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    loss = BYOLLoss()(p1, p2, z1, z2)
+    assert_same_value_and_grads(loss, reference.byol(p1, p2, z1, z2), (p1, p2))
+    grads = torch.autograd.grad(BYOLLoss()(p1, p2, z1, z2), (z1, z2), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    same = torch.randn(4, 8)
+    assert BYOLLoss()(same, same, same, same).item() == pytest.approx(0.0, abs=1e-6)  # aligned: 0
+    assert BYOLLoss()(same, same, -same, -same).item() == pytest.approx(8.0, abs=1e-5)  # opposite: 2·(2+2)
+
+
+@pytest.mark.parametrize("tau", [0.2, 1.0])
+def test_mocov3_matches_loop_reference(tau):
+    q1, q2, k1, k2 = (torch.randn(6, 5, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    ref = reference.mocov3_contrast(q1, k2, tau) + reference.mocov3_contrast(q2, k1, tau)
+    assert_same_value_and_grads(MoCoV3Loss(tau)(q1, q2, k1, k2), ref, (q1, q2))
+    grads = torch.autograd.grad(MoCoV3Loss(tau)(q1, q2, k1, k2), (k1, k2), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)  # keys: no gradient
+    assert MoCoV3Loss().temperature == 0.2
+
+
+def test_dino_matches_loop_reference_and_updates_its_center():
+    g = torch.Generator().manual_seed(0)
+    student = [torch.randn(4, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)]
+    teacher = [torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(2)]
+    loss_fn = DINOLoss(6, warmup_teacher_temp_fraction=0.0)
+    loss_fn.center.copy_(torch.randn(1, 6, generator=g))
+    center = loss_fn.center.clone()
+    ref = reference.dino(student, teacher, center, 0.1, 0.07)
+    assert_same_value_and_grads(loss_fn(student, teacher), ref, student)
+    # after the call (computed with the old centre), the centre moved towards the teacher's batch mean
+    mean = torch.cat(teacher).mean(dim=0, keepdim=True).float()
+    torch.testing.assert_close(loss_fn.center, center * 0.9 + mean * 0.1)
+
+
+def test_dino_teacher_temperature_warms_up():
+    loss_fn = DINOLoss(4)  # 0.04 → 0.07 over the first 30 % of training
+    temps = []
+    for progress in (0.0, 0.15, 0.3, 0.9):
+        loss_fn.set_progress(progress)
+        temps.append(loss_fn.current_teacher_temp())
+    assert temps == pytest.approx([0.04, 0.055, 0.07, 0.07])
+    assert (loss_fn.student_temp, loss_fn.center_momentum) == (0.1, 0.9)
+
+
+def test_teacher_student_losses_refuse_bad_input():
+    with pytest.raises(ValueError, match="expects 2 teacher"):
+        DINOLoss(4)([torch.randn(2, 4)] * 3, [torch.randn(2, 4)])
+    with pytest.raises(ValueError, match="same shape"):
+        MoCoV3Loss()(torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 3), torch.randn(4, 2))
