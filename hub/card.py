@@ -102,6 +102,9 @@ Demo: `medssl-demo --model {hub_id}` (in a checkout: `python demo/app.py --model
 | | |
 |---|---|
 | method | {method} ({method_paper}) |
+| exported encoder | {zoo_meta.get("encoder", "the backbone")} |
+| initialisation | {zoo_meta.get("init", "random")} |
+
 | backbone | {config["architecture"]}, {config["model_args"]["in_chans"]} input channel(s), {config["pretrained_cfg"]["input_size"][1]} px |
 | training | {zoo_meta.get("training", "")} |
 | seed | {zoo_meta.get("seed")} |

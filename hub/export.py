@@ -25,6 +25,7 @@ import torch
 
 import zoo
 from medssl_zoo.hub.card import render_card
+from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
 from zoo.data.splits import file_sha256
 from zoo.files import save_safetensors
@@ -45,11 +46,21 @@ class ExportError(ValueError):
 
 
 def build_classifier(
-    encoder: torch.nn.Module, architecture: str, in_chans: int, probe: LinearProbe
+    encoder: torch.nn.Module,
+    architecture: str,
+    in_chans: int,
+    probe: LinearProbe,
+    image_size: int | None = None,
 ) -> torch.nn.Module:
     """A timm classifier: the encoder's weights plus the folded probe as ``get_classifier()``."""
     num_classes = probe.weight.shape[0]
-    model = timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    model = timm.create_model(
+        architecture,
+        pretrained=False,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        **size_kwargs(architecture, image_size),
+    )
     missing, unexpected = model.load_state_dict(encoder.state_dict(), strict=False)
     head = model.get_classifier()
     head_keys = {
@@ -182,6 +193,8 @@ def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path) -> dict:
         "seed": cfg["seed"],
         "paper_mode": cfg["paper_mode"],
         "grouped_split": cfg["grouped_split"],
+        "init": cfg.get("init", "random"),
+        "encoder": get_method_spec(cfg["method"]).exported_encoder,
         "config": published_config(cfg),
         "eval_split": "test",
         "training": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
@@ -228,7 +241,8 @@ def export_run(
     encoder = (encoder if encoder is not None else run.load_encoder()).float().eval()
     data = data if data is not None else run.load_data()
     probe, feats = _fit_probe(encoder, data)
-    model = build_classifier(encoder, run.config["backbone"], data.dataset.channels, probe)
+    size = data.data_config["input_size"][-1]
+    model = build_classifier(encoder, run.config["backbone"], data.dataset.channels, probe, size)
     metrics = _score(model, feats, data, run.config["knn_k"], probe)
 
     config = _export_config(run, model, data, metrics)

@@ -69,6 +69,10 @@ class Source:
     data_config: dict | None  # None for an unfinished run: derived from its data
     manifest: Path | None = None
 
+    @property
+    def image_size(self) -> int | None:
+        return self.data_config["input_size"][-1] if self.data_config else self.config.get("image_size")
+
 
 @dataclass
 class Settings:
@@ -235,11 +239,16 @@ def baseline_encoders(source: Source, names: list[str], weights: Path | None) ->
     out = {}
     if "random" in names:
         torch.manual_seed(0)
-        out["random-init"] = zoo.create_backbone(source.architecture, in_chans=source.in_chans)
+        out["random-init"] = zoo.create_backbone(
+            source.architecture, in_chans=source.in_chans, image_size=source.image_size
+        )
     if "imagenet" in names:
         try:
             encoder = zoo.create_backbone(
-                source.architecture, in_chans=source.in_chans, pretrained=weights is None
+                source.architecture,
+                in_chans=source.in_chans,
+                pretrained=weights is None,
+                image_size=source.image_size,
             )
             if weights is not None:
                 missing, _ = encoder.load_state_dict(load_file(weights), strict=False)

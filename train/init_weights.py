@@ -4,8 +4,8 @@ pre-training, e.g. ImageNet → in-domain SSL)."""
 from __future__ import annotations
 
 import logging
+import sys
 
-import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -34,13 +34,16 @@ def describe_init(cfg: PretrainConfig) -> str:
     return f"the zoo encoder {cfg.init} (continued pre-training)"
 
 
-def _adapt_stem(state: dict[str, torch.Tensor], backbone: str, in_chans: int) -> dict[str, torch.Tensor]:
-    """3-channel weights for a 1-channel stem: timm's adaptation (the RGB kernels summed)."""
-    first_conv = timm.create_model(backbone, pretrained=False, num_classes=0).pretrained_cfg.get("first_conv")
+def _adapt(state: dict[str, torch.Tensor], cfg: PretrainConfig, in_chans: int) -> dict[str, torch.Tensor]:
+    """Weights saved for 3 channels and 224 px made to fit this run: timm's stem adaptation (RGB kernels summed)
+    and the architecture's own checkpoint filter (ViTs: the position embedding resampled to the patch grid)."""
+    model = zoo.create_backbone(cfg.backbone, in_chans=in_chans, image_size=cfg.image_size)
+    first_conv = model.pretrained_cfg.get("first_conv")
     key = f"{first_conv}.weight"
     if first_conv and key in state and state[key].shape[1] != in_chans:
         state = {**state, key: adapt_input_conv(in_chans, state[key])}
-    return state
+    checkpoint_filter = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    return checkpoint_filter(state, model) if checkpoint_filter else state
 
 
 def _imagenet(cfg: PretrainConfig, in_chans: int) -> dict[str, torch.Tensor]:
@@ -56,9 +59,11 @@ def _imagenet(cfg: PretrainConfig, in_chans: int) -> dict[str, torch.Tensor]:
             raise InitError(
                 f"--init-weights {cfg.init_weights} is not a readable safetensors file ({e})"
             ) from e
-        return _adapt_stem(state, cfg.backbone, in_chans)
+        return _adapt(state, cfg, in_chans)
     try:
-        model = timm.create_model(cfg.backbone, pretrained=True, num_classes=0, in_chans=in_chans)
+        model = zoo.create_backbone(
+            cfg.backbone, in_chans=in_chans, pretrained=True, image_size=cfg.image_size
+        )
     except (OSError, RuntimeError, ValueError) as e:  # offline: huggingface_hub / urllib errors
         reason = str(e).splitlines()[0][:160]
         raise InitError(

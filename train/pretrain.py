@@ -93,7 +93,9 @@ def build_model(
         paper_mode=cfg.paper_mode,
         loss_options=cfg.loss_options,
         model_options=model_options,
+        image_size=cfg.image_size,
     )
+
     state = initial_backbone_state(cfg, channels)
     if state is not None:
         model.backbone.load_state_dict(state, strict=True)
@@ -395,9 +397,8 @@ class Trainer:
         """Test kNN of the same architecture at the run's seeded random initialisation (the step-0 encoder of a
         random-init run; the baseline any initialisation is compared with)."""
         set_seed(self.cfg.seed)
-        fresh = create_method(
-            self.cfg.method, self.cfg.backbone, in_chans=self.data.dataset.channels
-        ).backbone
+        channels, size = self.data.dataset.channels, self.cfg.image_size
+        fresh = create_method(self.cfg.method, self.cfg.backbone, in_chans=channels, image_size=size).backbone
 
         fresh = fresh.to(self.accelerator.device, memory_format=torch.channels_last)
         return self.knn(fresh, "test")

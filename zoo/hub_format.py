@@ -15,7 +15,7 @@ from pathlib import Path
 
 from timm.models import PretrainedCfg
 
-from zoo.backbones import check_architecture
+from zoo.backbones import check_architecture, size_kwargs
 
 __all__ = [
     "WEIGHTS_FILE",
@@ -105,7 +105,8 @@ def make_config(
     global_pool: str = "avg",
 ) -> dict:
     """A timm ``config.json``: the architecture's default cfg with every ImageNet-specific field replaced by the
-    run's own (input size, mean/std, crop, interpolation, licence, classes)."""
+    run's own (input size, mean/std, crop, interpolation, licence, classes); ``model_args`` rebuild the model
+    (``in_chans``, and ``img_size`` for ViTs trained at another size)."""
     cfg = {k: v for k, v in default_cfg.items() if k in PRETRAINED_CFG_KEYS and k not in IMAGENET_ONLY}
     cfg.update(
         input_size=list(data_config["input_size"]),
@@ -124,7 +125,7 @@ def make_config(
         "num_features": num_features,
         "global_pool": global_pool,
         "label_names": list(label_names),
-        "model_args": {"in_chans": in_chans},
+        "model_args": {"in_chans": in_chans, **size_kwargs(architecture, data_config["input_size"][-1])},
         "pretrained_cfg": cfg,
         "zoo": zoo_metadata,
     }

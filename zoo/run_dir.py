@@ -195,7 +195,10 @@ class Run:
             state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
         convs = [v for v in state.values() if v.ndim == 4]
         in_chans = convs[0].shape[1] if convs else (self.config.get("channels") or 3)
-        encoder = create_backbone(self.config["backbone"], in_chans=in_chans)
+        encoder = create_backbone(
+            self.config["backbone"], in_chans=in_chans, image_size=self.config.get("image_size")
+        )
+
         encoder.load_state_dict(state, strict=True)
         return encoder
 

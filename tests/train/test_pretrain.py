@@ -137,7 +137,7 @@ def test_crash_during_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypa
             ["--optimizer", "rmsprop"],
             "optimizer='rmsprop' is not valid; choose one of: sgd, adam, adamw, lars",
         ),
-        (["--method", "byol"], "method='byol' is not valid; choose one of: barlowtwins"),
+        (["--method", "swav"], "method='swav' is not valid; choose one of: barlowtwins, byol"),
         (["--batch-size", "1"], "batch_size must be at least 2"),
         (["--batch-size", "256"], "fewer than one batch of 256"),
         (

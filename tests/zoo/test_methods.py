@@ -11,12 +11,12 @@ BACKBONES = ["resnet18", "convnext_atto"]
 
 
 def test_registry_lists_the_study_methods_plus_barlow():
-    assert list_methods() == ["barlowtwins", "dclw", "simclr", "simsiam", "vicreg"]
+    assert list_methods() == ["barlowtwins", "byol", "dclw", "dino", "mocov3", "simclr", "simsiam", "vicreg"]
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("in_chans", [1, 3])
-@pytest.mark.parametrize("method", ["simclr", "dclw", "simsiam", "vicreg", "barlowtwins"])
+@pytest.mark.parametrize("method", list_methods())
 def test_method_takes_a_training_step(method, backbone, in_chans):
     torch.manual_seed(0)
     model = create_method(method, backbone=backbone, in_chans=in_chans)
@@ -34,7 +34,21 @@ def test_method_takes_a_training_step(method, backbone, in_chans):
     assert model.features(x1).shape == (4, model.backbone.num_features)
 
 
+@pytest.mark.parametrize("method", list_methods())
+def test_every_method_on_a_vit_at_a_small_input_size(method):
+    """ViTs are built for the run's input size (here 32 px on timm's 224-px test_vit) by every method."""
+    torch.manual_seed(0)
+    model = create_method(method, backbone="test_vit", image_size=32)
+    views = [torch.rand(4, 3, 32, 32) for _ in range(2)]
+    views += [torch.rand(4, 3, 16, 16) for _ in range(2)] if model.multi_crop else []
+    out = model(*views)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.backbone.patch_embed.img_size == (32, 32)
+    assert model.evaluated_encoder(views[0]).shape == (4, model.num_features)
+
+
 def test_head_widths_scale_with_backbone_features():
+
     r50 = create_method("simclr", "resnet50")
     assert [m.out_features for m in r50.projector if isinstance(m, torch.nn.Linear)] == [512, 128]
     r18 = create_method("vicreg", "resnet18")  # 512 features → 1024 → 1024 (study: 2048 → 4096 → 4096)
@@ -91,9 +105,9 @@ def test_loss_defaults_are_the_papers():
 
 def test_unknown_names_list_the_valid_choices():
     with pytest.raises(
-        ValueError, match="Unknown SSL method .byol.; valid: barlowtwins, dclw, simclr, simsiam, vicreg"
+        ValueError, match="Unknown SSL method .swav.; valid: barlowtwins, byol, dclw, dino, mocov3, simclr"
     ):
-        create_method("byol")
+        create_method("swav")
     with pytest.raises(ValueError, match="Close matches: .*resnet50"):
         create_backbone("resnet_50")
     with pytest.raises(ValueError, match="in_chans"):

@@ -100,6 +100,7 @@ def create_method(
     backbone_kwargs: dict | None = None,
     loss_options: dict | None = None,
     model_options: dict | None = None,
+    image_size: int | None = None,
 ) -> SSLModel:
     """Build method ``name`` on the timm ``backbone``.
 
@@ -108,14 +109,15 @@ def create_method(
     formulation of each method.
 
     ``loss_options`` override the loss's hyper-parameters (e.g. ``{"temperature": 1.0}``), ``model_options`` the
-    model's (e.g. ``{"momentum": 0.996}`` for an EMA teacher).
+    model's (e.g. ``{"momentum": 0.996}`` for an EMA teacher); ``image_size`` builds ViTs for that input size.
 
     Example:
         >>> model = create_method("simclr", backbone="resnet18", in_chans=1)
         >>> out = model(x1, x2)  # {"loss": ..., "z1": ..., "z2": ...}
     """
     spec = get_method_spec(name)
-    encoder = create_backbone(backbone, in_chans=in_chans, **(backbone_kwargs or {}))
+    encoder = create_backbone(backbone, in_chans=in_chans, image_size=image_size, **(backbone_kwargs or {}))
+
     projector = spec.make_projector(encoder.num_features)
     predictor = spec.make_predictor(projector.out_dim, paper_mode) if spec.make_predictor else None
     unknown = sorted(set(model_options or {}) - set(spec.model_kwargs))
