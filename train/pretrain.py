@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from medssl_zoo.train.config import PretrainConfig, parse_args
 from medssl_zoo.train.data import IndexedImages, load_pretrain_data
-from medssl_zoo.train.init_weights import initial_backbone_state
+from medssl_zoo.train.init_weights import InitError, describe_init, initial_backbone_state
 from medssl_zoo.train.lifecycle import (
     RunDirError,
     checkpoint_config,
@@ -98,7 +98,13 @@ def build_model(
 
     state = initial_backbone_state(cfg, channels)
     if state is not None:
-        model.backbone.load_state_dict(state, strict=True)
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise InitError(
+                f"the initial weights ({describe_init(cfg)}) do not fit {cfg.backbone}: missing {missing[:4]}, "
+                f"unexpected {unexpected[:4]}"
+            )
+
         if isinstance(model, TeacherStudentModel):
             model.reset_teacher()
     if accelerator.num_processes > 1:  # normalise with global-batch statistics, as one process would

@@ -119,7 +119,9 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
                 module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
             )
             new.load_state_dict(module.state_dict())
-            if module.affine:  # the same Parameter objects (as SyncBatchNorm's conversion): requires_grad kept
+            if (
+                module.affine
+            ):  # the same Parameter objects (as SyncBatchNorm's conversion): requires_grad kept
                 new.weight, new.bias = module.weight, module.bias
 
             new.train(module.training)
