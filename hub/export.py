@@ -184,10 +184,12 @@ def published_config(cfg: dict) -> dict:
     return public
 
 
-def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path) -> dict:
-    """The ``zoo`` block of config.json: provenance and measured metrics."""
+def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path, probe_dataset: str) -> dict:
+    """The ``zoo`` block of config.json: provenance and measured metrics (``probe_dataset``: where the classifier
+    and the metrics come from; an unlabelled run's --eval-dataset)."""
     length = f"{cfg['max_steps']} steps" if cfg["max_steps"] else f"{cfg['epochs']} epochs"
     return {
+        "probe_dataset": probe_dataset,
         "method": cfg["method"],
         "dataset": cfg["dataset"],
         "seed": cfg["seed"],
@@ -215,7 +217,7 @@ def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dic
         label_names=ds.class_names,
         data_config=data.data_config,
         license=ds.spec.license,
-        zoo_metadata=_zoo_metadata(cfg, metrics, run.path),
+        zoo_metadata=_zoo_metadata(cfg, metrics, run.path, ds.spec.name),
     )
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from medssl_zoo.train.tracking import TRACKERS, parse_trackers
 from zoo.backbones import check_architecture
-from zoo.data import list_datasets
+from zoo.data import get_dataset_spec, list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
 from zoo.load import LOCAL_NAME
 from zoo.methods import list_methods
@@ -38,6 +38,8 @@ GROUPS = {
 # fields that may differ between a checkpoint and the run that resumes it
 RESUMABLE_CHANGES = {
     "output_dir",
+    "cache",
+    "eval_data_root",
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",
@@ -102,7 +104,19 @@ class PretrainConfig:
     cache_size: int | None = option(
         None, "data", "size images are decoded at, once (null: image_size x 8/7, 256 for 224)"
     )
+    cache: str = option(
+        "auto",
+        "data",
+        "where decoded images live: memory, disk (a memory-mapped file in $ZOO_CACHE, reused by later runs and "
+        "every process), auto (disk for folder datasets over 2 GiB decoded)",
+    )
+    eval_dataset: str | None = option(
+        None, "data", "a labelled dataset to monitor (kNN) and probe an unlabelled 'folder' run on"
+    )
+    eval_data_root: str | None = option(None, "data", "the eval dataset's folder")
+    eval_dataset_options: dict = option(None, "data", "the eval dataset's options", factory=dict)
     augment: str = option("simclr", "data", "augmentation policy")
+
     local_crops: int = option(
         0, "data", "multi-crop (DINO): local crops per image besides the two global ones (at most 6)"
     )
@@ -159,6 +173,7 @@ class PretrainConfig:
         "mixed_precision": ("auto", "no", "bf16", "fp16"),
         "knn_metric": ("cosine", "euclidean"),
         "augment": tuple(AUGMENT_POLICIES),
+        "cache": ("auto", "memory", "disk"),
     }
     POSITIVE: typing.ClassVar[tuple] = (
         "batch_size",
@@ -225,6 +240,14 @@ class PretrainConfig:
                 "exports go into $ZOO_HOME/<export_name> (use `python -m hub.export RUN DIR` for another folder)"
             )
         self._check_method_options()
+        if self.eval_dataset is not None and (
+            self.eval_dataset not in list_datasets()
+            or get_dataset_spec(self.eval_dataset).kind == "unlabelled"
+        ):
+            labelled = [n for n in list_datasets() if get_dataset_spec(n).kind != "unlabelled"]
+            raise ValueError(
+                f"eval_dataset={self.eval_dataset!r} must be a labelled dataset: {', '.join(labelled)}"
+            )
 
     def _check_method_options(self) -> None:
         from zoo.data.batch_augment import VIEWS_PER_SAMPLE

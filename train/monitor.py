@@ -16,6 +16,8 @@ from zoo.run_dir import RunData
 __all__ = [
     "COLLAPSE_THRESHOLD",
     "CollapseDetector",
+    "EmbeddingHealth",
+    "effective_rank",
     "KnnMonitor",
     "MetricsLog",
     "embedding_spread",
@@ -94,6 +96,32 @@ class KnnMonitor:
         )
 
 
+def effective_rank(features: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of the centred features (Roy & Vetterli 2007): from 1 (all
+    embeddings on a line: collapse) to D (spread over every dimension).
+
+    Shape:
+        features: N x D. Output: a float in [1, min(N, D)].
+    """
+    centred = features.double() - features.double().mean(dim=0)
+    singular = torch.linalg.svdvals(centred)
+    p = singular / singular.sum().clamp(min=1e-12)
+    return float(torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum()))
+
+
+class EmbeddingHealth:
+    """Without labels, the encoder's health on a fixed sample of train images: the spread of its L2-normalised
+    features and their effective rank (both fall when the representation collapses)."""
+
+    def __init__(self, data: RunData, sample: int = 512):
+        self.images = data.train[0][:sample]
+        self.transform = data.eval_transform
+
+    def __call__(self, encoder: torch.nn.Module) -> dict[str, float]:
+        features = extract_features(encoder, self.images, self.transform)  # N x F
+        return {"spread": float(embedding_spread(features)), "effective_rank": effective_rank(features)}
+
+
 def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
     """Loss and kNN accuracy against the step, as a PNG (written to a temporary file, then renamed)."""
     import matplotlib
@@ -106,8 +134,12 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
     fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1)
     ax_loss.set(xlabel="step", ylabel="loss", title="SSL loss")
-    ax_knn.plot([m["step"] for m in evals], [m["knn"] for m in evals], marker="o")
-    ax_knn.set(xlabel="step", ylabel="kNN accuracy (val)", title="kNN monitor", ylim=(0, 1))
+    if evals and "knn" in evals[0]:
+        ax_knn.plot([m["step"] for m in evals], [m["knn"] for m in evals], marker="o")
+        ax_knn.set(xlabel="step", ylabel="kNN accuracy (val)", title="kNN monitor", ylim=(0, 1))
+    else:  # an unlabelled run: the embedding health
+        ax_knn.plot([m["step"] for m in evals], [m.get("effective_rank") for m in evals], marker="o")
+        ax_knn.set(xlabel="step", ylabel="effective rank", title="embedding health (no labels)")
     fig.suptitle(title)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")

@@ -38,7 +38,14 @@ from medssl_zoo.train.lifecycle import (
     truncate_metrics,
     write_run_config,
 )
-from medssl_zoo.train.monitor import CollapseDetector, KnnMonitor, MetricsLog, embedding_spread, plot_curves
+from medssl_zoo.train.monitor import (
+    CollapseDetector,
+    EmbeddingHealth,
+    KnnMonitor,
+    MetricsLog,
+    embedding_spread,
+    plot_curves,
+)
 from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
@@ -51,6 +58,9 @@ from zoo.run_dir import (
     METRICS_FILE,
     SPLIT_FILE,
     SUMMARY_FILE,
+    RunData,
+    load_run_data,
+    monitor_config,
 )
 from zoo.runtime import bf16_is_fast
 
@@ -190,7 +200,13 @@ class Trainer:
             write_run_config(self.run_dir, cfg)  # setup succeeded: from now on the folder is a run
         self.accelerator.wait_for_everyone()
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=self.main)
-        self.knn = KnnMonitor(self.data, cfg.knn_k, cfg.knn_metric)
+        self.monitor_data = self._monitor_data()
+        self.knn = KnnMonitor(self.monitor_data, cfg.knn_k, cfg.knn_metric) if self.monitor_data else None
+        self.health = EmbeddingHealth(self.data)
+        if self.knn is None:
+            log.warning(
+                "%s has no labels and no --eval-dataset: monitoring embedding health only", cfg.dataset
+            )
         self.collapse = CollapseDetector(after_step=cfg.warmup_steps)
         self.pending: list[dict] = []  # step records whose loss is still a device tensor
         start_trackers(self.accelerator, trackers, self.run_dir, f"{cfg.method}-{cfg.dataset}", cfg.to_dict())
@@ -231,11 +247,21 @@ class Trainer:
         """The encoder the method's paper evaluates (BYOL: online, MoCo v3: base, DINO: teacher)."""
         return self.method.evaluated_encoder
 
-    def evaluate(self, split: str = "val") -> float:
-        """kNN accuracy of the current encoder on ``split`` (memory bank: train), on the main process."""
-        acc = self.knn(self.encoder, split) if self.main else float("nan")
+    def _monitor_data(self) -> RunData | None:
+        """The labelled data kNN runs on: the run's own, an --eval-dataset (normalised like the run), or None."""
+        labelled = monitor_config(self.cfg.to_dict())
+        if labelled is None or labelled["dataset"] == self.cfg.dataset:
+            return self.data if labelled is not None else None
+        return load_run_data(labelled, data_config=self.data.data_config)
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """On the main process: the encoder's kNN accuracy on ``split`` (memory bank: train), or, without labels,
+        its embedding health."""
+        result = {}
+        if self.main:
+            result = {"knn": self.knn(self.encoder, split)} if self.knn else self.health(self.encoder)
         self.accelerator.wait_for_everyone()
-        return acc
+        return result
 
     @property
     def method(self) -> SSLModel:
@@ -273,10 +299,10 @@ class Trainer:
 
     def run(self) -> dict:
         if self.state.step == 0:
-            initial_knn = self.evaluate()
             initial = "random-init" if self.cfg.init == "random" else f"init: {self.cfg.init}"
-            self.record(event="eval", step=0, knn=initial_knn, encoder=initial)
-            log.info("%s encoder: kNN val accuracy %.3f", initial, initial_knn)
+            result = self.evaluate()
+            self.record(event="eval", step=0, **result, encoder=initial)
+            log.info("%s encoder: %s", initial, _describe(result))
         self.bar = tqdm(
             total=self.steps,
             initial=self.state.step,
@@ -347,12 +373,12 @@ class Trainer:
             self.accelerator.log(scalars, step=step)
 
     def evaluate_and_keep_best(self, step: int, epoch: int) -> None:
-        acc = self.evaluate()
-        self.record(event="eval", step=step, epoch=epoch, knn=acc)
+        result = self.evaluate()
+        self.record(event="eval", step=step, epoch=epoch, **result)
         if self.main:
-            log.info("step %d: kNN val accuracy %.3f", step, acc)
-            if acc > self.state.best_knn:
-                self.state.best_knn, self.state.best_step = acc, step
+            log.info("step %d: %s", step, _describe(result))
+            if "knn" in result and result["knn"] > self.state.best_knn:
+                self.state.best_knn, self.state.best_step = result["knn"], step
                 self.save_encoder(self.run_dir / BEST_ENCODER_FILE)
 
     def save_encoder(self, path: Path) -> None:
@@ -365,9 +391,9 @@ class Trainer:
         summary = {}
         if self.main:
             self.save_encoder(self.run_dir / ENCODER_FILE)
-        test_knn = self.evaluate("test")
+        final = self.evaluate("test")
         if self.main:
-            summary = self.summarise(test_knn)
+            summary = self.summarise(final)
             atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
             plot_curves(
                 self.metrics.read(), self.run_dir / CURVES_FILE, f"{self.cfg.method} on {self.cfg.dataset}"
@@ -376,27 +402,41 @@ class Trainer:
                 {f"final/{k}": v for k, v in summary.items() if isinstance(v, float)}, step=self.state.step
             )
             log_image(self.accelerator, self.run_dir / CURVES_FILE, self.state.step)
-            if self.cfg.export_name:
+            if self.cfg.export_name and self.monitor_data is None:
+                log.warning("not exported: a classifier needs classes (pass --eval-dataset to probe on one)")
+            elif self.cfg.export_name:
                 summary["exported_to"] = str(self._export())
+
         self.accelerator.wait_for_everyone()
         end_trackers(self.accelerator)
         return summary
 
-    def summarise(self, test_knn: float) -> dict:
+    def summarise(self, final: dict[str, float]) -> dict:
         evals = [m for m in self.metrics.read() if m["event"] == "eval"]
-        return {
+        summary = {
             "method": self.cfg.method,
             "backbone": self.cfg.backbone,
             "dataset": self.cfg.dataset,
+            "eval_dataset": self.monitor_data.dataset.spec.name if self.monitor_data else None,
             "steps": self.state.step,
+            "data_config": self.data.data_config,
+        }
+        if "knn" not in final:  # unlabelled: how the embeddings spread, at the start and the end
+            initial = {k: evals[0][k] for k in ("spread", "effective_rank")}
+            return {
+                **summary,
+                **{f"{k}_initial": v for k, v in initial.items()},
+                **{f"{k}_final": v for k, v in final.items()},
+            }
+        return {
+            **summary,
             "knn_k": self.cfg.knn_k,
             "knn_val_random_init": evals[0]["knn"],
             "knn_val_final": evals[-1]["knn"],
             "knn_val_best": self.state.best_knn,
             "best_step": self.state.best_step,
-            "knn_test_final": test_knn,
+            "knn_test_final": final["knn"],
             "knn_test_random_init": self._random_init_knn(),
-            "data_config": self.data.data_config,
         }
 
     def _random_init_knn(self) -> float:
@@ -412,9 +452,28 @@ class Trainer:
     def _export(self) -> Path:
         from medssl_zoo.hub.export import export_run, zoo_home
 
-        return export_run(
-            self.run_dir, zoo_home() / self.cfg.export_name, encoder=self.encoder, data=self.data
-        )
+        out = zoo_home() / self.cfg.export_name
+        return export_run(self.run_dir, out, encoder=self.encoder, data=self.monitor_data)
+
+
+def _result_line(cfg: PretrainConfig, summary: dict) -> str:
+    where = f"{cfg.method} / {cfg.backbone} on {cfg.dataset}"
+    if "knn_test_final" in summary:
+        final, initial = summary["knn_test_final"], summary["knn_test_random_init"]
+        on = f" ({summary['eval_dataset']})" if summary["eval_dataset"] != cfg.dataset else ""
+        return f"{where}: kNN test accuracy{on} {final:.3f} (random-init encoder {initial:.3f}, {final - initial:+.3f})"
+    return (
+        f"{where}: effective rank {summary['effective_rank_initial']:.1f} → {summary['effective_rank_final']:.1f}, "
+        f"spread {summary['spread_initial']:.3f} → {summary['spread_final']:.3f} (no labels to score)"
+    )
+
+
+def _describe(result: dict[str, float]) -> str:
+    if "knn" in result:
+        return f"kNN val accuracy {result['knn']:.3f}"
+    return (
+        f"embedding spread {result['spread']:.3f}, effective rank {result['effective_rank']:.1f} (no labels)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,14 +497,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         log.error("interrupted%s; its newest checkpoint is kept: continue with --resume", where)
         return 130
-    if trainer.main and "knn_test_final" in summary:
-        gain = summary["knn_test_final"] - summary["knn_test_random_init"]
+    if trainer.main and "steps" in summary:
         print(
-            f"\n{cfg.method} / {cfg.backbone} on {cfg.dataset}: kNN test accuracy {summary['knn_test_final']:.3f} "
-            f"(random-init encoder {summary['knn_test_random_init']:.3f}, {gain:+.3f}) after {summary['steps']} "
-            f"steps in {time.time() - start:.0f} s.\nRun directory: {trainer.run_dir}"
-            + (f"\nExported for zoo.load: {summary['exported_to']}" if "exported_to" in summary else "")
+            f"\n{_result_line(cfg, summary)} after {summary['steps']} steps in {time.time() - start:.0f} s."
         )
+        print(f"Run directory: {trainer.run_dir}")
+        if "exported_to" in summary:
+            print(f"Exported for zoo.load: {summary['exported_to']}")
     if not math.isfinite(summary.get("knn_test_final", 0.0)):
         return 1
     return 0

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from zoo.backbones import create_backbone
+from zoo.data import get_dataset_spec
 from zoo.data.dataset import MedicalDataset, load_dataset
 from zoo.data.transforms import eval_transform
 
@@ -51,6 +52,7 @@ __all__ = [
     "is_run_file",
     "load_run_data",
     "make_data_config",
+    "monitor_config",
     "read_run",
 ]
 
@@ -64,6 +66,8 @@ CURVES_FILE = "curves.png"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_DIR = "eval"
 TRACKING_DIR = "tracking"
+DISK_CACHE_ABOVE = 2 * 1024**3  # decoded bytes above which cache="auto" decodes a folder dataset to disk
+
 # every name a run directory may hold: a folder with anything else in it was not made by a run
 RUN_FILES = frozenset(
     {
@@ -166,9 +170,35 @@ def load_run_data(
         manifest=manifest or cfg.get("split_manifest"),
         **options,
     )
-    splits = {s: ds.decode(s, size) for s in ("train", "val", "test")}
+    cache = _cache_kind(cfg.get("cache", "auto"), ds, size)
+    splits = {s: ds.decode(s, size, cache=cache, progress=cache == "disk") for s in ("train", "val", "test")}
     config = dict(data_config) if data_config else make_data_config(ds, cfg["image_size"], size)
     return RunData(ds, splits["train"], splits["val"], splits["test"], config)
+
+
+def _cache_kind(requested: str, dataset: MedicalDataset, size: int) -> str:
+    """``auto``: a memory-mapped disk cache for folder datasets larger than ``DISK_CACHE_ABOVE`` decoded, RAM
+    otherwise (in-memory kinds, MedMNIST and synthetic, are in RAM anyway)."""
+    if requested != "auto":
+        return requested
+    decoded = len(dataset.records) * dataset.channels * size * size
+    return "disk" if dataset.base is not None and decoded > DISK_CACHE_ABOVE else "memory"
+
+
+def monitor_config(cfg: Mapping) -> dict | None:
+    """The labelled data a run is monitored and probed on: ``eval_dataset`` when given, else the run's own data
+    when it has labels, else None (an unlabelled archive: embedding health only)."""
+    if cfg.get("eval_dataset"):
+        return {
+            "dataset": cfg["eval_dataset"],
+            "data_root": cfg.get("eval_data_root"),
+            "dataset_options": cfg.get("eval_dataset_options") or {},
+            "image_size": cfg["image_size"],
+            "cache_size": cfg.get("cache_size"),
+            "channels": cfg.get("channels"),
+            "cache": cfg.get("cache", "auto"),
+        }
+    return None if get_dataset_spec(cfg["dataset"]).kind == "unlabelled" else dict(cfg)
 
 
 @dataclass
@@ -203,10 +233,21 @@ class Run:
         return encoder
 
     def load_data(self, data_root: str | Path | None = None) -> RunData:
-        """The run's data with its own split (``split.csv``) and, once finished, its own data config."""
+        """The run's labelled data (:func:`monitor_config`) with its own split (``split.csv``) and, once finished,
+        its own data config. ``ValueError`` for an unlabelled run without an evaluation dataset."""
         data_config = (self.summary or {}).get("data_config")
+        labelled = monitor_config(self.config)
+        if labelled is None:
+            raise ValueError(
+                f"{self.path} was pre-trained on an unlabelled folder without --eval-dataset: there are no classes "
+                "to probe; evaluate its encoder on a labelled dataset (evaluate --dataset NAME --data-root DIR)"
+            )
+        own = labelled["dataset"] == self.config["dataset"]
         return load_run_data(
-            self.config, manifest=self.path / SPLIT_FILE, data_root=data_root, data_config=data_config
+            labelled,
+            manifest=self.path / SPLIT_FILE if own else None,
+            data_root=data_root,
+            data_config=data_config,
         )
 
 

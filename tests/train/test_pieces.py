@@ -1,6 +1,7 @@
 """train/'s pieces on their own: optimizer groups, precision and thread choices, collapse detection, the study
 recipes' values, configuration plumbing into the data."""
 
+import json
 import logging
 from types import SimpleNamespace
 
@@ -14,7 +15,7 @@ from medssl_zoo.train.config import RECIPE_DIR, load_config
 from medssl_zoo.train.monitor import CollapseDetector
 from medssl_zoo.train.pretrain import build_accelerator, build_optimizer, main, setup_threads
 from tests.helpers.accelerate_state import reset_accelerate_state
-from tests.train.tiny import args
+from tests.train.tiny import args, metrics
 from zoo import create_method
 from zoo.data.splits import read_manifest
 
@@ -158,3 +159,44 @@ def test_every_option_has_help(capsys):
     ):
         assert group in text
     assert "One of: sgd, adam, adamw, lars" in text
+
+
+def test_an_unlabelled_folder_run_monitors_health_or_an_eval_dataset(tmp_path, caplog, monkeypatch):
+    from tests.zoo.data import trees
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    for i in range(3):
+        trees.imagefolder(tmp_path / "archive" / f"scan{i}", per_class=12)
+    common = ("--dataset", "folder", "--data-root", str(tmp_path / "archive"), "--dataset-options", "{}")
+    common += (
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--cache",
+        "disk",
+        "--export-name",
+        "unlabelled-model",
+    )
+    out = tmp_path / "health"
+    assert main(args(out, *common)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["effective_rank_final"] > 1 and "knn_test_final" not in summary
+    assert (
+        "monitoring embedding health only" in caplog.text
+        and "not exported: a classifier needs classes" in caplog.text
+    )
+    evals = [m for m in metrics(out) if m["event"] == "eval"]
+    assert [e["step"] for e in evals] == [0, 2, 4] and all("effective_rank" in e for e in evals)
+    probed = tmp_path / "probed"
+    eval_args = ("--eval-dataset", "synthetic", "--eval-dataset-options", "{num_images: 96}")
+    assert main(args(probed, *common, *eval_args)) == 0
+    summary = json.loads((probed / "summary.json").read_text())
+    assert summary["eval_dataset"] == "synthetic" and 0 < summary["knn_test_final"] <= 1
+    from zoo import load
+
+    exported = load("unlabelled-model")
+    assert exported.label_names == ["small_round", "large", "spindle", "gland"]
+    assert (
+        exported.zoo_metadata["probe_dataset"] == "synthetic" and exported.zoo_metadata["dataset"] == "folder"
+    )

@@ -18,7 +18,9 @@ class DatasetSpec:
 
     Attributes:
         name: registry name (``breast``, ``crc``, ...).
-        kind: ``folder`` (class folders, optionally under split folders), ``npz`` (MedMNIST) or ``synthetic``.
+        kind: ``folder`` (class folders, optionally under split folders), ``npz`` (MedMNIST), ``unlabelled`` (every
+            image below a folder, no classes) or ``synthetic``.
+
         class_names: fixed class order (folder names); None = discovered, sorted (``imagefolder``).
         split_dirs: official split folders of the layout (e.g. ``("train", "test")``); empty = none.
         root_names: folder names that usually hold the data, for messages.
@@ -166,6 +168,16 @@ register_dataset(
         description="any folder of class sub-folders, optionally under train/val/test folders",
         split_policy="official",  # a test/ folder is the test split, a val/ folder the val split; else random
         merge_official_val=False,
+        license="the user's",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="folder",
+        kind="unlabelled",
+        description="every image below a folder, at any depth, without labels (an archive to pre-train on)",
+        class_names=("unlabelled",),
+        split_policy="all-train",
         license="the user's",
     )
 )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from zoo.data import synthetic
 from zoo.data._registry import DatasetSpec, get_dataset_spec
+from zoo.data.cache import decoded_split, parallel_fill, split_key
 from zoo.data.images import ImageDecodeError, read_image
 from zoo.data.layout import candidate_roots, find_child, list_images, subfolders
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
@@ -104,37 +105,58 @@ class MedicalDataset:
         """Write the split manifest CSV; returns its sha256."""
         return write_manifest(path, self.records, self.class_names)
 
-    def decode(self, split: str, size: int, num_threads: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self,
+        split: str,
+        size: int,
+        num_threads: int | None = None,
+        cache: str = "memory",
+        progress: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode a whole split once, resized to ``size`` x ``size``: (N x C x S x S uint8, N labels).
 
-        Unreadable images are skipped and counted; more than ``MAX_BAD_FRACTION`` of them (and more than one) is
-        an error.
+        ``cache="memory"`` decodes into RAM; ``"disk"`` (folder datasets) into a memory-mapped file in
+        ``$ZOO_CACHE`` that later runs reuse (:mod:`zoo.data.cache`): the same pixels either way. Unreadable
+        images are skipped and counted; more than ``MAX_BAD_FRACTION`` of them (and more than one) is an error.
         """
+        if cache not in ("memory", "disk"):
+            raise ValueError(f"cache must be memory or disk, got {cache!r}")
         idx = self.indices(split)
+        shape = (self.channels, size, size)
+        labels = [self.records[i].label for i in idx]
 
-        def load(i: int) -> torch.Tensor | None:
+        def decode_one(k: int) -> torch.Tensor | None:
             try:
-                return TF.resize(self.read(i), [size, size], antialias=True)
+                return TF.resize(self.read(idx[k]), [size, size], antialias=True)
             except ImageDecodeError as e:
                 log.warning("skipping %s", e)
                 return None
 
-        with ThreadPoolExecutor(max(1, num_threads)) as pool:
-            images = list(pool.map(load, idx))
-        good = [k for k, im in enumerate(images) if im is not None]
-        bad = len(idx) - len(good)
+        fill = parallel_fill(decode_one, len(idx), num_threads or os.cpu_count() or 1, progress)
+        if cache == "disk" and self.base is not None and idx:
+            files = [self.base / self.records[i].key for i in idx]
+            key = split_key(self.spec.name, files, labels, size, self.channels)
+            images, kept_labels = decoded_split(key, len(idx), shape, labels, fill)
+        else:
+            out = torch.empty((len(idx), *shape), dtype=torch.uint8)
+            good = fill(out.numpy())
+            images = out if len(good) == len(idx) else out[good]  # no copy unless something was unreadable
+            kept_labels = torch.tensor([labels[k] for k in good], dtype=torch.long)
+
+        self._check_unreadable(split, len(idx), len(images))
+        return images, kept_labels
+
+    def _check_unreadable(self, split: str, total: int, readable: int) -> None:
+        bad = total - readable
         if bad:
-            log.warning("%s/%s: skipped %d unreadable of %d images", self.spec.name, split, bad, len(idx))
-        if bad > max(1.0, MAX_BAD_FRACTION * len(idx)):
+            log.warning("%s/%s: skipped %d unreadable of %d images", self.spec.name, split, bad, total)
+        if bad > max(1.0, MAX_BAD_FRACTION * total):
             raise ValueError(
-                f"{bad} of {len(idx)} images in the {split} split of {self.spec.name} could not be read "
+                f"{bad} of {total} images in the {split} split of {self.spec.name} could not be read "
                 f"(more than {MAX_BAD_FRACTION:.0%}); check the files (see the log for their names)."
             )
-        if not good:
+        if total and not readable:
             raise ValueError(f"the {split} split of {self.spec.name} has no readable image")
-        stacked = torch.stack([images[k] for k in good])
-        labels = torch.tensor([self.records[idx[k]].label for k in good])
-        return stacked, labels
 
 
 class SplitDataset(Dataset):
@@ -297,8 +319,26 @@ def _read_records(spec: DatasetSpec, root, options: dict):
     if spec.kind == "npz":
         pixels, class_names, records, native = _load_npz(spec, Path(root), **options)
         return pixels, None, class_names, records, native
+    if spec.kind == "unlabelled":
+        base, records = _scan_unlabelled(spec, Path(root))
+        return None, base, list(spec.class_names), records, spec.channels
     base, class_names, records = _scan_folder(spec, Path(root))
     return None, base, class_names, records, spec.channels
+
+
+def _scan_unlabelled(spec: DatasetSpec, root: Path) -> tuple[Path, list[Record]]:
+    """Every image below ``root``, at any depth (junk files and links back to ancestors skipped), no labels."""
+    if not root.is_dir():
+        raise _not_found(spec, root, "the folder does not exist")
+    records = [
+        Record(p.relative_to(root).as_posix(), 0, None, p.relative_to(root).as_posix())
+        for p in list_images(root, spec.extensions)
+    ]
+    if len(records) < 2:
+        raise ValueError(
+            f"folder: found {len(records)} image(s) below {root}; need at least 2 ({'/'.join(spec.extensions)})"
+        )
+    return root, records
 
 
 def _split_policy(spec: DatasetSpec, records: list[Record], requested: str | None, grouped: bool) -> str:

@@ -87,9 +87,15 @@ def assign_splits(
         ``official``: keep the dataset's official test split; official train (+ val if
             ``merge_official_val``) is pooled and ``val_fraction`` of it becomes val — the study's protocol.
         ``random``: a stratified ``test_fraction`` hold-out, then ``val_fraction`` of the rest → val.
+        ``all-train``: everything is train (unlabelled archives: there is nothing to validate or test on).
     """
+    if policy == "all-train":
+        for r in records:
+            r.split = "train"
+        return
     if policy not in ("official", "random"):
-        raise ValueError(f"unknown split policy {policy!r}; valid: official, random")
+        raise ValueError(f"unknown split policy {policy!r}; valid: official, random, all-train")
+
     labels = np.array([r.label for r in records])
     groups = np.array([r.group for r in records]) if grouped else None
     everything = np.arange(len(records))
