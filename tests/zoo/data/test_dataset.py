@@ -16,7 +16,16 @@ from zoo.data import layout as layout_module
 
 
 def test_registry_has_all_datasets():
-    assert list_datasets() == ["breast", "covid", "crc", "imagefolder", "medmnist", "pneumonia", "synthetic"]
+    assert list_datasets() == [
+        "breast",
+        "covid",
+        "crc",
+        "folder",
+        "imagefolder",
+        "medmnist",
+        "pneumonia",
+        "synthetic",
+    ]
 
 
 def test_breast_archive_wrapper_space_junk_uppercase(tmp_path):
