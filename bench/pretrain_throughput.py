@@ -1,12 +1,15 @@
-"""Pre-training throughput: samples/s (two views each) and the share of step time spent waiting for data.
+"""Pre-training throughput on this machine's CPU or GPU: samples/s (two views each), the share of step time the
+loop waits for data, and the bare forward+backward bound, each configuration in a fresh process; with
+``--conventional``, also the pipeline a user would otherwise write (torchvision ``ImageFolder`` + per-image v2 SSL
+transforms + ``DataLoader(num_workers=cores, pin_memory=True)``) on the same images, model and optimizer.
 
-Each configuration runs in a fresh process (no warm caches or thread pools shared between them); the figure is
-the median over steps after warm-up. In the same process the backbone's bare forward+backward on two views
-of random input is timed as the compute bound.
+    python bench/pretrain_throughput.py                                  # the presets below
+    python bench/pretrain_throughput.py --only r50-png --batch-size 256 --conventional   # + the ratio
+    python bench/pretrain_throughput.py --only methods                   # one row per SSL method, same backbone
+    python bench/pretrain_throughput.py --recipe simclr-breast --data-root DIR --steps 5  # any recipe
 
-    python bench/pretrain_throughput.py                      # the presets below, one process each
-    python bench/pretrain_throughput.py --only r50-png       # one preset
-    python bench/pretrain_throughput.py --config simclr-breast --data-root DIR --steps 5   # any recipe
+Timings: wall clock over ``--steps`` steps after ``--warmup`` (CUDA synchronised at both ends only, so input work
+may overlap with compute as in a real run); data wait = host time blocked on the next batch's views.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,24 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+PNG = ["--dataset", "imagefolder", "--dataset-options", "{}", "--crop-scale", "null", "--image-size", "224"]
 PRESETS = {
-    # the issue's reference point: ResNet-50 @ 224, SimCLR, batch 32, 700x460 PNG inputs
-    "r50-png": [
-        "--method",
-        "simclr",
-        "--backbone",
-        "resnet50",
-        "--image-size",
-        "224",
-        "--batch-size",
-        "32",
-        "--dataset",
-        "imagefolder",
-        "--dataset-options",
-        "{}",
-        "--crop-scale",
-        "null",
-    ],
+    "r50-png": ["--method", "simclr", "--backbone", "resnet50", "--batch-size", "32", *PNG],  # 700x460 PNGs
     "r18-synthetic-64": [
         "--method",
         "simclr",
@@ -53,25 +40,133 @@ PRESETS = {
     ],
     "default": [],
 }
+METHODS = {  # the default run's backbone and batch, one row per method (DINO also with its multi-crop)
+    "simclr": [],
+    "byol": ["--method", "byol"],
+    "mocov3": ["--method", "mocov3"],
+    "dino (2 views)": ["--method", "dino"],
+    "dino (2 + 4 local crops of 32 px)": ["--method", "dino", "--local-crops", "4", "--local-size", "32"],
+    "vicreg": ["--method", "vicreg"],
+}
 
 
-def make_png_folder(root: Path, count: int = 64) -> Path:
-    """``count`` 700x460 RGB PNGs of synthetic tissue in a two-class image folder."""
+def make_png_folder(root: Path, count: int = 96) -> Path:
+    """``count`` 700x460 RGB PNGs in two class folders, made cheaply (smooth random images, fast compression)."""
     import numpy as np
     from PIL import Image
 
-    from zoo.data.synthetic import render_tile
-
+    rng = np.random.default_rng(7)
     for i in range(count):
-        tile = render_tile(np.random.default_rng([7, i]), i % 4, size=700)[:460]
+        small = Image.fromarray(rng.integers(0, 256, (23, 35, 3), dtype=np.uint8))
         folder = root / f"class{i % 2}"
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(tile).save(folder / f"{i:03d}.png")
+        small.resize((700, 460), Image.BILINEAR).save(folder / f"{i:03d}.png", compress_level=1)
     return root
 
 
-def measure(argv: list[str], steps: int, warmup: int) -> dict:
-    """Run inside a fresh process: build the real trainer, time `steps` optimizer steps after `warmup`."""
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds for ``steps`` steps, seconds of them blocked on input) through the trainer's own pipeline."""
+    device = trainer.accelerator.device
+
+    def views_forever():
+        epoch = 0
+        while True:
+            trainer.loader.set_epoch(epoch)
+            yield from trainer.pipeline(trainer.loader, epoch)
+            epoch += 1
+
+    views = views_forever()
+    for _ in range(warmup):
+        trainer.optimize(next(views))
+    _sync(device)
+    start, waited = time.perf_counter(), 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(views)
+        waited += time.perf_counter() - t0
+        trainer.optimize(batch)
+    _sync(device)
+    return time.perf_counter() - start, waited
+
+
+def compute_bound(trainer, cfg, steps: int) -> float:
+    """Two-view samples/s of the bare model on random input on the trainer's device: forward + backward only."""
+    import torch
+
+    model, device = trainer.method, trainer.accelerator.device
+    shape = (cfg.batch_size, trainer.data.dataset.channels, cfg.image_size, cfg.image_size)
+    x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
+    views = [x, x] + [
+        torch.randn(cfg.batch_size, shape[1], cfg.local_size, cfg.local_size, device=device)
+    ] * cfg.local_crops
+    for i in range(steps + 2):
+        if i == 2:
+            _sync(device)
+            start = time.perf_counter()
+        with trainer.accelerator.autocast():
+            loss = model(*views)["loss"]
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+    _sync(device)
+    return cfg.batch_size * steps / (time.perf_counter() - start)
+
+
+def conventional(trainer, cfg, root: Path, steps: int, warmup: int) -> float:
+    """samples/s of the usual pipeline on the same images, model and optimizer: ImageFolder + per-image v2 SSL
+    transforms (PIL decode every time) + DataLoader(num_workers=cores, pin_memory=True)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    from zoo.data import TwoViews, ssl_transform
+
+    ds = trainer.data.dataset
+    per_image = v2.Compose([v2.PILToTensor(), ssl_transform(cfg.image_size, ds.channels, ds.mean, ds.std)])
+    device = trainer.accelerator.device
+    loader = DataLoader(
+        ImageFolder(str(root), transform=TwoViews(per_image)),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=os.cpu_count() or 1,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
+    model, optimizer = trainer.method, trainer.optimizer
+
+    def batches():
+        while True:
+            for (v1, v2_), _ in loader:
+                yield v1.to(device, non_blocking=True), v2_.to(device, non_blocking=True)
+
+    it = batches()
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        v1, v2_ = next(it)
+        with trainer.accelerator.autocast():
+            loss = model(
+                v1.contiguous(memory_format=torch.channels_last),
+                v2_.contiguous(memory_format=torch.channels_last),
+            )["loss"]
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    return cfg.batch_size * steps / (time.perf_counter() - start)
+
+
+def measure(argv: list[str], steps: int, warmup: int, png_root: str | None) -> dict:
+    """Inside a fresh process: the real trainer, timed."""
     import torch
 
     from medssl_zoo.train.config import parse_args
@@ -81,115 +176,125 @@ def measure(argv: list[str], steps: int, warmup: int) -> dict:
     start = time.perf_counter()
     trainer = Trainer(cfg, resume=None)
     setup_s = time.perf_counter() - start
-    step_times, data_times = [], []
-    batches = iter(trainer.loader)
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        try:
-            images, ids = next(batches)
-        except StopIteration:
-            batches = iter(trainer.loader)
-            images, ids = next(batches)
-        views = trainer.make_views(images, ids, epoch=0)
-        t1 = time.perf_counter()
-        trainer.optimize(*views)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            step_times.append(t2 - t0)
-            data_times.append(t1 - t0)
-    bound = compute_bound(trainer, cfg, steps=max(2, steps // 2))
-    median = statistics.median(step_times)
-    return {
+    seconds, waited = _timed_steps(trainer, steps, warmup)
+    result = {
+        "device": torch.cuda.get_device_name(0) if trainer.accelerator.device.type == "cuda" else "cpu",
+        "method": cfg.method,
         "backbone": cfg.backbone,
         "image_size": cfg.image_size,
         "batch_size": cfg.batch_size,
-        "dataset": cfg.dataset,
         "threads": torch.get_num_threads(),
         "precision": trainer.accelerator.mixed_precision,
-        "setup_s (decode + cache)": round(setup_s, 1),
-        "samples_per_s": round(cfg.batch_size / median, 2),
-        "step_s_median": round(median, 3),
-        "data_wait_share": round(sum(data_times) / sum(step_times), 4),
-        "bound_samples_per_s": round(bound, 2),
+        "setup_s": round(setup_s, 1),
+        "samples_per_s": round(cfg.batch_size * steps / seconds, 1),
+        "step_ms": round(1000 * seconds / steps, 1),
+        "data_wait_share": round(waited / seconds, 4),
+        "bound_samples_per_s": round(compute_bound(trainer, cfg, max(2, steps // 2)), 1),
     }
+    result["share_of_bound"] = round(result["samples_per_s"] / result["bound_samples_per_s"], 3)
+    if png_root:
+        result["conventional_samples_per_s"] = round(
+            conventional(trainer, cfg, Path(png_root), steps, warmup), 1
+        )
+        result["speedup_vs_conventional"] = round(
+            result["samples_per_s"] / result["conventional_samples_per_s"], 2
+        )
+    return result
 
 
-def compute_bound(trainer, cfg, steps: int) -> float:
-    """Two-view samples/s of the bare model (same precision) on random input: forward + backward only."""
-    import torch
+def run_child(name: str, argv: list[str], args, tmp: Path, png_root: Path | None) -> dict | None:
+    argv = [*argv, "--output-dir", str(tmp / f"run-{len(os.listdir(tmp))}"), "--progress", "false"]
+    argv += ["--export-name", "null", "--eval-every", "100000", "--checkpoint-every", "100000"]
+    if args.batch_size:
+        argv += ["--batch-size", str(args.batch_size)]
+    if png_root is not None:
+        argv += ["--data-root", str(png_root)]
+    env = {**os.environ, "ZOO_HOME": str(tmp / "zoo_home"), "ZOO_CACHE": str(tmp / "cache")}
+    conv = ["--conventional-root", str(png_root)] if args.conventional and png_root else []
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        *conv,
+        *argv,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return {"config": name, **json.loads(line[7:])}
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    shape = (cfg.batch_size, trainer.data.dataset.channels, cfg.image_size, cfg.image_size)
-    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        with trainer.accelerator.autocast():
-            loss = model(x, x)["loss"]
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return cfg.batch_size / statistics.median(times)
+
+def child_main() -> int:
+    """Inside the fresh process: its own few options; everything else is the trainer's."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--conventional-root")
+    args, trainer_argv = parser.parse_known_args()
+    print(
+        "RESULT " + json.dumps(measure(trainer_argv, args.steps, args.warmup, args.conventional_root)),
+        flush=True,
+    )
+    return 0
 
 
 def main() -> int:
+    if "--child" in sys.argv[1:2]:
+        return child_main()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=sorted(PRESETS), help="run one preset")
+    parser.add_argument("--only", choices=[*PRESETS, "methods"], help="one preset, or the per-method rows")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help="override the presets' batch size")
+    parser.add_argument(
+        "--conventional", action="store_true", help="also time the conventional pipeline (PNGs)"
+    )
+    parser.add_argument(
+        "--images", type=int, default=96, help="PNGs to make for r50-png (at least 2 batches)"
+    )
     args, rest = parser.parse_known_args()
-    if args.child:  # inside the fresh process
-        print("RESULT " + json.dumps(measure(rest, args.steps, args.warmup)), flush=True)
-        return 0
-    runs = {"custom": rest} if rest else {k: v for k, v in PRESETS.items() if args.only in (None, k)}
+    runs = METHODS if args.only == "methods" else {k: v for k, v in PRESETS.items() if args.only in (None, k)}
+    runs = {"custom": rest} if rest else runs
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        png_root = make_png_folder(Path(tmp) / "png") if "r50-png" in runs else None
+        tmp = Path(tmp)
         for name, extra in runs.items():
-            argv = [
-                *extra,
-                "--output-dir",
-                str(Path(tmp) / f"run-{name}"),
-                "--progress",
-                "false",
-                "--export-name",
-                "null",
-                "--eval-every",
-                "100000",
-            ]
-            if name == "r50-png":
-                argv += ["--data-root", str(png_root)]
-            env = {**os.environ, "ZOO_HOME": str(Path(tmp) / "zoo_home")}
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                "--steps",
-                str(args.steps),
-                "--warmup",
-                str(args.warmup),
-                *argv,
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                print(f"{name}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
+            png = (
+                make_png_folder(tmp / "png", max(args.images, 2 * (args.batch_size or 32)))
+                if name == "r50-png"
+                else None
+            )
+            result = run_child(name, extra, args, tmp, png)
+            if result is None:
                 return 1
-            results.append({"config": name, **json.loads(line[7:])})
-            print(json.dumps(results[-1]), flush=True)
-    print("\n| config | samples/s | bound (fwd+bwd) | data wait | step s | precision | threads |")
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r['config']} ({r['backbone']} @ {r['image_size']}, batch {r['batch_size']}) | {r['samples_per_s']} | "
-            f"{r['bound_samples_per_s']} | {r['data_wait_share']:.1%} | {r['step_s_median']} | {r['precision']} | "
-            f"{r['threads']} |"
-        )
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    print_table(results, relative=args.only == "methods")
     return 0
+
+
+def print_table(results: list[dict], relative: bool) -> None:
+    print(
+        "\n| config | device | samples/s | bound (fwd+bwd) | of bound | data wait | conventional | speed-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    base = results[0]["step_ms"] if results else 1.0
+    for r in results:
+        extra = f" ({r['step_ms'] / base:.2f}x SimCLR's step)" if relative else ""
+        print(
+            f"| {r['config']} ({r['backbone']} @ {r['image_size']}, batch {r['batch_size']}){extra} | {r['device']} | "
+            f"{r['samples_per_s']} | {r['bound_samples_per_s']} | {r['share_of_bound']:.0%} | "
+            f"{r['data_wait_share']:.1%} | {r.get('conventional_samples_per_s', '–')} | {r.get('speedup_vs_conventional', '–')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ RESUMABLE_CHANGES = {
     "output_dir",
     "cache",
     "eval_data_root",
+    "compile",
+    "loader_workers",
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",
@@ -139,6 +141,16 @@ class PretrainConfig:
     clip_grad: float | None = option(
         None, "optimisation", "clip the gradients' global norm (null: no clipping)"
     )
+    compile: bool = option(
+        False,
+        "optimisation",
+        "torch.compile the model (GPUs; measure with bench/pretrain_throughput.py first)",
+    )
+    loader_workers: int = option(
+        0,
+        "optimisation",
+        "loader processes gathering batches (0: in the training process; GPUs may want 2-4)",
+    )
 
     min_lr: float = option(0.0, "optimisation", "final learning rate of the cosine schedule")
     grad_accum_steps: int = option(1, "optimisation", "batches accumulated per optimizer step")
@@ -190,6 +202,7 @@ class PretrainConfig:
         "weight_decay",
         "warmup_steps",
         "local_crops",
+        "loader_workers",
         "min_lr",
         "eval_every",
         "checkpoint_every",

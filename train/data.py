@@ -1,32 +1,16 @@
-"""The pre-training data: the run's dataset decoded once into uint8 tensors, indexed by a seeded loader."""
+"""The pre-training data: the run's dataset decoded once into uint8 tensors (RAM or the disk cache)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
 from medssl_zoo.train.config import PretrainConfig
 from zoo.run_dir import RunData, load_run_data
 
-__all__ = ["IndexedImages", "load_pretrain_data"]
+__all__ = ["load_pretrain_data"]
 
 log = logging.getLogger("train")
-
-
-class IndexedImages(Dataset):
-    """``(uint8 C x H x W image, index)`` pairs from a cached tensor; the index keys the augmentation."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.images[i], i
 
 
 def load_pretrain_data(

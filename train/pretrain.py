@@ -24,12 +24,11 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from medssl_zoo.train.config import PretrainConfig, parse_args
-from medssl_zoo.train.data import IndexedImages, load_pretrain_data
+from medssl_zoo.train.data import load_pretrain_data
 from medssl_zoo.train.init_weights import InitError, describe_init, initial_backbone_state
 from medssl_zoo.train.lifecycle import (
     RunDirError,
@@ -46,6 +45,7 @@ from medssl_zoo.train.monitor import (
     embedding_spread,
     plot_curves,
 )
+from medssl_zoo.train.pipeline import ViewPipeline, make_loader
 from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
@@ -82,8 +82,11 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
         mixed_precision=precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
-        # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch)
-        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
+        # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch);
+        # non_blocking: pinned batches are copied to the GPU while the next one is fetched
+        dataloader_config=DataLoaderConfiguration(
+            split_batches=True, use_seedable_sampler=True, non_blocking=True
+        ),
     )
 
 
@@ -125,8 +128,12 @@ def build_model(
     return model.to(memory_format=torch.channels_last)
 
 
-def build_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """timm's optimizer ``cfg.optimizer``; norms and biases (1-D parameters) get no weight decay."""
+def build_optimizer(
+    cfg: PretrainConfig, model: torch.nn.Module, device_type: str = "cpu"
+) -> torch.optim.Optimizer:
+    """timm's optimizer ``cfg.optimizer``; norms and biases (1-D parameters) get no weight decay; PyTorch's fused
+    kernels for SGD / Adam / AdamW on GPUs (one kernel per step instead of one per parameter)."""
+    fused = {"fused": True} if device_type == "cuda" and cfg.optimizer in ("sgd", "adam", "adamw") else {}
     return create_optimizer_v2(
         model,
         opt=cfg.optimizer,
@@ -134,6 +141,7 @@ def build_optimizer(cfg: PretrainConfig, model: torch.nn.Module) -> torch.optim.
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
         filter_bias_and_bn=True,
+        **fused,
     )
 
 
@@ -214,12 +222,16 @@ class Trainer:
     def _build(self) -> None:
         cfg, ds = self.cfg, self.data.dataset
         model = build_model(cfg, ds.channels, self.accelerator, min(1.0, self.batches_per_epoch / self.steps))
-        optimizer = build_optimizer(cfg, model)
+        optimizer = build_optimizer(cfg, model, self.accelerator.device.type)
 
-        loader = DataLoader(
-            IndexedImages(self.data.train[0]), batch_size=cfg.batch_size, shuffle=True, drop_last=True
+        if cfg.compile:
+            model = torch.compile(model)
+        on_gpu = self.accelerator.device.type == "cuda"
+        loader = make_loader(
+            self.data.train[0], cfg.batch_size, pin_memory=on_gpu, workers=cfg.loader_workers
         )
         self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
+        self.pipeline = ViewPipeline(self.make_views, self.accelerator.device)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
         self.augment = BatchAugment(
             cfg.image_size,
@@ -315,9 +327,9 @@ class Trainer:
             epoch, skip = divmod(batches_done, self.batches_per_epoch)
             self.loader.set_epoch(epoch)
             batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
-            for images, ids in batches:
+            for views in self.pipeline(batches, epoch):
                 batches_done += 1
-                stats = self.optimize(self.make_views(images, ids, epoch))
+                stats = self.optimize(views)
                 if stats is not None:
                     lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
                     self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})

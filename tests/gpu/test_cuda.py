@@ -1,0 +1,66 @@
+"""The CUDA paths, on a GPU only (bench/gpu_check.sh runs them on a lent machine; skipped elsewhere): batched
+augmentation on the GPU equals the CPU's, the side-stream pipeline yields what the plain loop would, a short
+pre-training run with the real trainer."""
+
+import json
+
+import pytest
+import torch
+
+from medssl_zoo.train.pipeline import ViewPipeline
+from medssl_zoo.train.pretrain import main
+from tests.helpers.accelerate_state import reset_accelerate_state
+from zoo.data.batch_augment import BatchAugment
+from zoo.probe import extract_features
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bench/gpu_check.sh)")
+
+
+def test_batch_augment_on_the_gpu_equals_the_cpu():
+    images = torch.randint(0, 256, (16, 3, 48, 48), dtype=torch.uint8)
+    ids = torch.arange(16)
+    augment = BatchAugment(32, 3, (0.5,) * 3, (0.25,) * 3, seed=3)
+    cpu = augment(images, ids, epoch=1, view=1)
+    gpu = augment(images.cuda(), ids.cuda(), epoch=1, view=1).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_the_side_stream_pipeline_yields_the_plain_loops_views():
+    augment = BatchAugment(32, 3, (0.5,) * 3, (0.25,) * 3, seed=3)
+
+    def make_views(images, ids, epoch):
+        return augment(images, ids, epoch, view=0), augment(images, ids, epoch, view=1)
+
+    batches = [
+        (torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8).cuda(), torch.arange(8).cuda() + 8 * i)
+        for i in range(5)
+    ]
+    streamed = [
+        tuple(v.cpu() for v in views) for views in ViewPipeline(make_views, torch.device("cuda"))(batches, 2)
+    ]
+    plain = [tuple(v.cpu() for v in make_views(images, ids, 2)) for images, ids in batches]
+    assert len(streamed) == len(plain) == 5
+    for a, b in zip(streamed, plain, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_features_on_the_gpu_match_the_cpu():
+    from zoo import create_backbone
+    from zoo.data import eval_transform
+
+    encoder = create_backbone("resnet18").eval()
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    transform = eval_transform({"input_size": (3, 64, 64), "mean": (0.5,) * 3, "std": (0.25,) * 3})
+    cpu = extract_features(encoder, images, transform, autocast=False)
+    gpu = extract_features(encoder.cuda(), images, transform, autocast=False)
+    torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_a_short_pretraining_run_on_the_gpu(tmp_path):
+    reset_accelerate_state()
+    out = tmp_path / "run"
+    argv = ["--max-steps", "6", "--eval-every", "3", "--export-name", "null", "--output-dir", str(out)]
+    assert main([*argv, "--progress", "false", "--log-every", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["knn_test_final"] > 0 and summary["steps"] == 6
+    reset_accelerate_state()
