@@ -113,7 +113,7 @@ class EmbeddingHealth:
     """Without labels, the encoder's health on a fixed sample of train images: the spread of its L2-normalised
     features and their effective rank (both fall when the representation collapses)."""
 
-    def __init__(self, data: RunData, sample: int = 512):
+    def __init__(self, data: RunData, sample: int = 256):
         self.images = data.train[0][:sample]
         self.transform = data.eval_transform
 

@@ -17,7 +17,7 @@ from zoo.data import synthetic
 from zoo.data._registry import DatasetSpec, get_dataset_spec
 from zoo.data.cache import decoded_split, parallel_fill, split_key
 from zoo.data.images import ImageDecodeError, read_image
-from zoo.data.layout import candidate_roots, find_child, list_images, subfolders
+from zoo.data.layout import candidate_roots, find_child, list_image_paths, list_images, subfolders
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
 
 __all__ = [
@@ -330,10 +330,9 @@ def _scan_unlabelled(spec: DatasetSpec, root: Path) -> tuple[Path, list[Record]]
     """Every image below ``root``, at any depth (junk files and links back to ancestors skipped), no labels."""
     if not root.is_dir():
         raise _not_found(spec, root, "the folder does not exist")
-    records = [
-        Record(p.relative_to(root).as_posix(), 0, None, p.relative_to(root).as_posix())
-        for p in list_images(root, spec.extensions)
-    ]
+    prefix = len(os.fspath(root).rstrip(os.sep)) + 1  # relative paths by slicing: Path.relative_to is slow
+    keys = [p[prefix:].replace(os.sep, "/") for p in list_image_paths(root, spec.extensions)]
+    records = [Record(key, 0, None, key) for key in keys]
     if len(records) < 2:
         raise ValueError(
             f"folder: found {len(records)} image(s) below {root}; need at least 2 ({'/'.join(spec.extensions)})"

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["is_junk", "find_child", "candidate_roots", "list_images", "subfolders"]
+__all__ = ["is_junk", "find_child", "candidate_roots", "list_images", "list_image_paths", "subfolders"]
 
 log = logging.getLogger(__name__)
 JUNK_DIRS = {"__MACOSX", ".git", "__pycache__"}
@@ -79,7 +79,12 @@ def candidate_roots(root: Path, max_depth: int = 4) -> list[Path]:
 def list_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     """Image files under ``folder`` (recursively, following links except back up), sorted, matching
     ``extensions`` case-insensitively."""
-    found = []
+    return [Path(p) for p in list_image_paths(folder, extensions)]
+
+
+def list_image_paths(folder: Path, extensions: tuple[str, ...]) -> list[str]:
+    """:func:`list_images` as path strings (sorted part by part, as Paths sort)."""
+    found: list[str] = []  # strings, not Paths, until the end: an archive of 10^5 files lists in a second
     chains = {os.fspath(folder): _chain(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         chain = chains.pop(dirpath)
@@ -92,10 +97,10 @@ def list_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
             kept.append(d)
         dirnames[:] = kept
         found += [
-            Path(dirpath) / f
+            os.path.join(dirpath, f)
             for f in filenames
             if not is_junk(f)
             and os.path.splitext(f)[1].lower() in extensions
             and _utf8(os.path.join(dirpath, f))
         ]
-    return sorted(found)
+    return sorted(found, key=lambda p: p.split(os.sep))
