@@ -24,8 +24,20 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each in-process run builds its own Accelerator (its state is a process-wide singleton): no test sees what
+    another left (a bf16 AcceleratorState, say), whatever the order."""
+    from tests.helpers.accelerate_state import reset_accelerate_state
+
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()
+
+
 @pytest.fixture
 def rng():
+
     return torch.Generator().manual_seed(0)
 
 

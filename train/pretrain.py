@@ -314,7 +314,9 @@ class Trainer:
             initial = "random-init" if self.cfg.init == "random" else f"init: {self.cfg.init}"
             result = self.evaluate()
             self.record(event="eval", step=0, **result, encoder=initial)
-            log.info("%s encoder: %s", initial, _describe(result))
+            if self.main:
+                log.info("%s encoder: %s", initial, _describe(result))
+
         self.bar = tqdm(
             total=self.steps,
             initial=self.state.step,
