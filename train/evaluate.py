@@ -180,7 +180,15 @@ def _source_from_run(path: Path, weights: Path | None = None) -> Source:
     in_chans = next(p for p in encoder.parameters() if p.ndim == 4).shape[1]
     data_config = (run.summary or {}).get("data_config")
     name = path.name if weights is None else f"{path.name}/{weights.parent.name}"
-    return Source(name, encoder, run.config["backbone"], in_chans, run.config, data_config, path / SPLIT_FILE)
+    return Source(
+        name=name,
+        encoder=encoder,
+        architecture=run.config["backbone"],
+        in_chans=in_chans,
+        config=run.config,
+        data_config=data_config,
+        manifest=path / SPLIT_FILE,
+    )
 
 
 def _source_from_export(name: str) -> Source:
@@ -190,7 +198,14 @@ def _source_from_export(name: str) -> Source:
     config.setdefault("dataset", meta.get("dataset", ""))
     data_config = {k: cfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
     architecture = cfg.get("architecture") or config.get("backbone")
-    return Source(Path(str(name)).name, model, architecture, cfg["input_size"][0], config, data_config)
+    return Source(
+        name=Path(str(name)).name,
+        encoder=model,
+        architecture=architecture,
+        in_chans=cfg["input_size"][0],
+        config=config,
+        data_config=data_config,
+    )
 
 
 def resolve_source(target: str) -> Source:

@@ -21,3 +21,11 @@ def check_pair(name: str, a: torch.Tensor, b: torch.Tensor, min_batch: int = 2) 
             f"{name} needs a batch of at least {min_batch} samples, got {a.shape[0]}: batch statistics and "
             "negatives are undefined for a single sample; increase the batch size."
         )
+
+
+def check_predictions(name: str, p1, p2, z1, z2, min_batch: int = 1) -> None:
+    """The inputs of a ``loss(p1, p2, z1, z2)``: four N x D embeddings of one shape (predictions / queries and
+    targets / keys of the two views)."""
+    check_pair(name, p1, p2, min_batch)
+    check_pair(name, z1, z2, min_batch)
+    check_pair(name, p1, z1, min_batch)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.losses._checks import check_pair
+from zoo.losses._checks import check_predictions
 
 __all__ = ["BYOLLoss", "normalized_mse"]
 
@@ -41,7 +41,5 @@ class BYOLLoss(nn.Module):
     """
 
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        check_pair("BYOLLoss", p1, p2, min_batch=1)
-        check_pair("BYOLLoss", z1, z2, min_batch=1)
-        check_pair("BYOLLoss", p1, z1, min_batch=1)
+        check_predictions("BYOLLoss", p1, p2, z1, z2)
         return (normalized_mse(p1, z2.detach()) + normalized_mse(p2, z1.detach())).mean()

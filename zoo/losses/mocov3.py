@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.distributed import gather
-from zoo.losses._checks import check_pair
+from zoo.losses._checks import check_predictions
 
 __all__ = ["MoCoV3Loss"]
 
@@ -50,9 +50,7 @@ class MoCoV3Loss(nn.Module):
         return F.cross_entropy(logits, labels) * 2 * self.temperature
 
     def forward(self, q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
-        check_pair("MoCoV3Loss", q1, q2)
-        check_pair("MoCoV3Loss", k1, k2)
-        check_pair("MoCoV3Loss", q1, k1)
+        check_predictions("MoCoV3Loss", q1, q2, k1, k2, min_batch=2)
         q1, q2 = gather(q1), gather(q2)
         k1, k2 = gather(k1.detach()), gather(k2.detach())
         return self.contrast(q1, k2) + self.contrast(q2, k1)

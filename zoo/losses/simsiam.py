@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.losses._checks import check_pair
+from zoo.losses._checks import check_predictions
 
 
 class SimSiamLoss(nn.Module):
@@ -28,9 +28,7 @@ class SimSiamLoss(nn.Module):
     """
 
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        check_pair("SimSiamLoss", p1, p2, min_batch=1)
-        check_pair("SimSiamLoss", z1, z2, min_batch=1)
-        check_pair("SimSiamLoss", p1, z1, min_batch=1)
+        check_predictions("SimSiamLoss", p1, p2, z1, z2)
         d12 = F.cosine_similarity(p1.float(), z2.detach().float(), dim=1).mean()
         d21 = F.cosine_similarity(p2.float(), z1.detach().float(), dim=1).mean()
         return -0.5 * (d12 + d21)
