@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from zoo.run_dir import METRICS_FILE  # noqa: E402
 
 
 def make_archive(root: Path, count: int) -> None:
@@ -88,7 +90,8 @@ def run(archive: Path, out: Path, cache: Path, steps: int) -> dict:
         except (FileNotFoundError, ProcessLookupError, KeyError):
             break
         peak_anon, peak_file = max(peak_anon, s.get("RssAnon", 0)), max(peak_file, s.get("RssFile", 0))
-        metrics = out / "metrics.jsonl"
+        metrics = out / METRICS_FILE
+
         if first_step is None and metrics.is_file() and '"event": "step"' in metrics.read_text():
             first_step = time.monotonic() - start
         time.sleep(0.1)

@@ -110,34 +110,40 @@ def evaluate_cell(run_dir: Path, args, baselines: str) -> list[dict]:
     return evaluate.run(evaluate.parse_args(argv))["summary"]
 
 
-def cells(args) -> list[tuple[str, str, list[str]]]:
-    """(dataset, method, pre-training argv) for every cell of the matrix."""
+def cells(args) -> list[tuple[str, str, str, list[str]]]:
+    """(cell name, dataset, method as the table shows it, pre-training argv) for every cell of the matrix; with
+    ``--imagenet-init`` each method also starts from timm's ImageNet weights (continued pre-training)."""
     roots = dict(item.split("=", 1) for item in args.data_root)
     unknown = set(roots) - set(STUDY_DATASETS)
     if unknown:
         raise ValueError(
             f"--data-root for unknown datasets {sorted(unknown)}; valid: {', '.join(STUDY_DATASETS)}"
         )
-    methods = args.methods.split(",")
     extra = shlex.split(args.pretrain_args)
     suffix = "-paper" if args.paper_mode else ""
-    if not roots:
-        log.warning("no dataset roots given: running the matrix on the synthetic set (small, CPU-friendly)")
-        steps = ["--max-steps", str(args.synthetic_steps)]
-        return [
-            (
-                "synthetic",
-                m,
-                ["--method", m, *SYNTHETIC, *steps, "--paper-mode", str(args.paper_mode).lower(), *extra],
-            )
-            for m in methods
+    if roots:
+        base = [
+            (d, m, ["--recipe", f"{m}-{d}{suffix}", "--data-root", roots[d], "--progress", "false", *extra])
+            for d in STUDY_DATASETS
+            if d in roots
+            for m in args.methods.split(",")
         ]
-    return [
-        (d, m, ["--recipe", f"{m}-{d}{suffix}", "--data-root", roots[d], "--progress", "false", *extra])
-        for d in STUDY_DATASETS
-        if d in roots
-        for m in methods
-    ]
+    else:
+        log.warning("no dataset roots given: running the matrix on the synthetic set (small, CPU-friendly)")
+        steps = ["--max-steps", str(args.synthetic_steps), "--paper-mode", str(args.paper_mode).lower()]
+        base = [
+            ("synthetic", m, ["--method", m, *SYNTHETIC, *steps, *extra]) for m in args.methods.split(",")
+        ]
+    out = []
+    for dataset, method, argv in base:
+        out.append((f"{method}-{dataset}{suffix}", dataset, method, argv))
+        if args.imagenet_init:
+            weights = ["--init-weights", str(args.init_weights)] if args.init_weights else []
+            init_argv = [*argv, "--init", "imagenet", *weights]
+            out.append(
+                (f"{method}-{dataset}{suffix}-imagenet-init", dataset, f"{method} (ImageNet init)", init_argv)
+            )
+    return out
 
 
 def publish(cell: str, run_dir: Path, args) -> dict:
@@ -184,8 +190,7 @@ def run(args) -> list[dict]:
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
     rows, seen_datasets = [], set()
-    for dataset, method, argv in cells(args):
-        cell = f"{method}-{dataset}{'-paper' if args.paper_mode else ''}"
+    for cell, dataset, method, argv in cells(args):
         first_of_dataset = dataset not in seen_datasets
         seen_datasets.add(dataset)
         state = run_cell(cell, dataset, argv, args, args.baselines if first_of_dataset else "none")
@@ -267,6 +272,14 @@ def main(argv=None) -> int:
         help="pre-training steps per synthetic cell (default: 100)",
     )
     data.add_argument("--pretrain-args", default="", help="extra flags for every pre-training run")
+    data.add_argument(
+        "--imagenet-init",
+        action="store_true",
+        help="also an 'ImageNet init + SSL' cell per method (continued pre-training from timm's weights)",
+    )
+    data.add_argument(
+        "--init-weights", type=Path, help="ImageNet weights (safetensors) for --imagenet-init offline"
+    )
     ev = p.add_argument_group("evaluation")
     ev.add_argument("--protocols", default="knn,linear", help="see evaluate --help (default: %(default)s)")
     ev.add_argument("--fractions", default="0.1,1.0", help="labelled fractions (default: %(default)s)")

@@ -216,3 +216,25 @@ def test_imagenet_baseline_from_a_local_weights_file(tiny_run, tmp_path):
     assert evaluate.main(argv) == 0
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {r["encoder"] for r in result["summary"]} == {"ssl", "imagenet-supervised"}
+
+
+def test_reproduce_adds_an_imagenet_init_cell(tmp_path):
+    from safetensors.torch import save_file
+
+    from zoo import create_backbone
+
+    weights = tmp_path / "test_resnet_imagenet.safetensors"
+    torch.manual_seed(5)
+    save_file(create_backbone("test_resnet").state_dict(), str(weights))
+    argv = ["--methods", "simclr", "--synthetic-steps", "2", "--protocols", "knn", "--fractions", "1.0"]
+    argv += ["--seeds", "0", "--baselines", "none", "--out", str(tmp_path / "out"), "--imagenet-init"]
+    argv += [
+        "--init-weights",
+        str(weights),
+        "--pretrain-args",
+        "--dataset-options '{num_images: 96}' --image-size 32 --batch-size 16 --knn-k 5",
+    ]
+    assert reproduce.main(argv) == 0
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| synthetic | simclr | ssl |" in table and "| synthetic | simclr (ImageNet init) | ssl |" in table
+    assert read_run(tmp_path / "out" / "runs" / "simclr-synthetic-imagenet-init").config["init"] == "imagenet"
