@@ -3,14 +3,17 @@ distributed helpers, zoo.load and the export. Each mutant (an operator, constant
 the tests that cover the mutated function; a mutant the tests do not notice *survives*.
 
     pip install mutmut && python bench/mutation.py          # all of them (long: run it on a quiet machine)
-    python bench/mutation.py --results                       # the last run's score and survivors
+    python bench/mutation.py 'zoo.losses*' 'zoo.methods*'    # the mutants of some modules (fnmatch patterns)
+    python bench/mutation.py --results                       # the last run's score per module and survivors
 
-Configuration: ``[tool.mutmut]`` in pyproject.toml (which modules, which tests). Not part of CI.
+Configuration: ``[tool.mutmut]`` in pyproject.toml (which modules, which tests) and bench/mutmut_plugin.py. Not
+part of CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -21,19 +24,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def results() -> tuple[Counter, list[str]]:
-    """(count per status, surviving mutant names) from ``mutmut results --all true``."""
+def results() -> tuple[dict[str, Counter], list[str]]:
+    """(count per status for each module, surviving mutant names) from ``mutmut results --all true``."""
     out = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True
     ).stdout
-    statuses, survivors = Counter(), []
+    by_module: dict[str, Counter] = {}
+    survivors = []
     for line in out.splitlines():
-        match = re.match(r"\s*(\S+): (\w[\w ]*)$", line)
+        match = re.match(r"\s*(\S+)\.x\S*: (\w[\w ]*)$", line)
         if match:
-            statuses[match.group(2)] += 1
-            if match.group(2) == "survived":
-                survivors.append(match.group(1))
-    return statuses, survivors
+            module, status = match.groups()
+            by_module.setdefault(module, Counter())[status] += 1
+            if status == "survived":
+                survivors.append(line.strip().rsplit(":", 1)[0])
+    return by_module, survivors
+
+
+def score_row(name: str, statuses: Counter) -> str:
+    killed = statuses["killed"] + statuses["timeout"]
+    tested = killed + statuses["survived"]
+    score = f"{killed / tested:.1%}" if tested else "-"
+    return f"| {name} | {tested} | {killed} | {statuses['survived']} | {score} | {statuses['no tests']} |"
 
 
 def main() -> int:
@@ -41,6 +53,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--results", action="store_true", help="only report the last run")
+    parser.add_argument(
+        "patterns", nargs="*", help="mutant names or fnmatch patterns (default: every mutant)"
+    )
     parser.add_argument("--max-children", type=int, default=2)
     args = parser.parse_args()
     if (
@@ -51,16 +66,16 @@ def main() -> int:
         return 2
     if not args.results:
         subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *args.patterns],
+            cwd=ROOT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},  # see bench/mutmut_plugin.py
         )
-    statuses, survivors = results()
-    killed = statuses["killed"] + statuses["timeout"]
-    tested = killed + statuses["survived"]
-    print(dict(statuses))
-    if tested:
-        print(
-            f"mutation score: {killed}/{tested} = {killed / tested:.1%} killed (no tests: {statuses['no tests']})"
-        )
+    by_module, survivors = results()
+    print("| module | mutants tested | killed | survived | score | not reached by the selected tests |")
+    print("|---|---|---|---|---|---|")
+    for module, statuses in sorted(by_module.items()):
+        print(score_row(module, statuses))
+    print(score_row("all", sum(by_module.values(), Counter())))
     for name in survivors:
         print("survived:", name)
     return 0
