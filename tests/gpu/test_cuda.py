@@ -1,6 +1,6 @@
 """The CUDA paths, on a GPU only (bench/gpu_check.sh runs them on a lent machine; skipped elsewhere): batched
-augmentation on the GPU equals the CPU's, the side-stream pipeline yields what the plain loop would, a short
-pre-training run with the real trainer."""
+augmentation on the GPU equals the CPU's, the side-stream pipeline yields what the plain loop would, every loss
+gives the CPU's value and gradients, a short pre-training run with the real trainer."""
 
 import json
 
@@ -64,3 +64,38 @@ def test_a_short_pretraining_run_on_the_gpu(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["knn_test_final"] > 0 and summary["steps"] == 6
     reset_accelerate_state()
+
+
+def test_every_loss_on_the_gpu_equals_the_cpu():
+    """Device-agnostic losses (masks and constants made on the inputs' device): values and gradients agree."""
+    from zoo import losses as L
+
+    torch.manual_seed(0)
+    inputs = [torch.randn(8, 16) for _ in range(5)]
+    cases = {  # a fresh loss per device (DINO's centre moves with every call)
+        "SimCLR": (L.SimCLRLoss, 2),
+        "DCLW": (L.DCLWLoss, 2),
+        "DCLW paper": (lambda: L.DCLWLoss(paper_mode=True), 2),
+        "VICReg": (L.VICRegLoss, 2),
+        "BarlowTwins": (L.BarlowTwinsLoss, 2),
+        "SimSiam": (L.SimSiamLoss, 4),
+        "BYOL": (L.BYOLLoss, 4),
+        "MoCoV3": (L.MoCoV3Loss, 4),
+        "DINO": (lambda: L.DINOLoss(16), 5),  # 3 student crops, 2 teacher crops
+    }
+
+    def value_and_grads(make, count, device):
+        xs = [x.to(device).requires_grad_() for x in inputs[:count]]
+        loss = make().to(device)
+        out = loss(*xs) if count != 5 else loss(xs[:3], xs[3:])
+        out.backward()
+        return out.item(), [None if x.grad is None else x.grad.cpu() for x in xs]
+
+    for name, (make, count) in cases.items():
+        cpu_value, cpu_grads = value_and_grads(make, count, "cpu")
+        gpu_value, gpu_grads = value_and_grads(make, count, "cuda")
+        assert gpu_value == pytest.approx(cpu_value, rel=1e-4), name
+        for a, b in zip(cpu_grads, gpu_grads, strict=True):
+            assert (a is None) == (b is None), name
+            if a is not None:
+                torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5, msg=name)

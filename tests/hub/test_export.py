@@ -2,6 +2,7 @@
 scored; a crash while writing leaves the previous export whole; the CLI."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import torch
 import medssl_zoo.hub.export as export_module
 import zoo
 from medssl_zoo.hub.export import export_run
-from zoo.probe import extract_features, fit_linear_probe
-from zoo.run_dir import read_run
+from zoo.data.splits import file_sha256
+from zoo.probe import LinearProbe, extract_features, fit_linear_probe
+from zoo.run_dir import SPLIT_FILE, read_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +80,90 @@ def test_export_and_push_command_lines(tiny_run, tmp_path):
         [sys.executable, "-m", "hub.push", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     assert "--tag" in help_text and "HF_TOKEN" in help_text
+
+
+def test_the_zoo_block_records_the_run(tiny_run, tiny_export):
+    block = json.loads((tiny_export / "config.json").read_text())["zoo"]
+    cfg = read_run(tiny_run).config
+    assert (block["probe_dataset"], block["method"], block["seed"]) == ("synthetic", "simclr", cfg["seed"])
+    assert (block["init"], block["eval_split"], block["encoder"]) == ("random", "test", "the backbone")
+    assert block["training"] == f"adamw lr {cfg['lr']}, batch 16, 4 steps"
+    assert {"knn_accuracy", "linear_accuracy"} <= set(block["metrics"])
+    assert block["split_manifest_sha256"] == file_sha256(tiny_run / SPLIT_FILE)
+    assert block["config"] == export_module.published_config(cfg)
+
+
+def test_the_zoo_block_of_older_and_epoch_based_runs(tiny_run):
+    cfg = dict(read_run(tiny_run).config, max_steps=None, epochs=200)
+    del cfg["init"]  # a run made before --init existed
+    block = export_module._zoo_metadata(cfg, {}, tiny_run, "synthetic")
+    assert block["init"] == "random" and block["training"].endswith(", 200 epochs")
+    assert (
+        export_module._zoo_metadata(dict(cfg, init="imagenet"), {}, tiny_run, "synthetic")["init"]
+        == "imagenet"
+    )
+
+
+def test_published_config_keeps_no_path_of_the_training_machine():
+    cfg = {"method": "simclr", "data_root": "/home/a/data", "output_dir": "/home/a/runs/x"}
+    public = export_module.published_config({**cfg, "split_manifest": "/home/a/splits/breast-split.csv"})
+    assert public == {"method": "simclr", "split_manifest": "breast-split.csv"}
+    assert export_module.published_config({**cfg, "split_manifest": None}) == {
+        "method": "simclr",
+        "split_manifest": None,
+    }
+
+
+def test_weights_carry_the_format_that_hub_loaders_check(tiny_export):
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_export / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # transformers / timm refuse other formats
+
+
+def test_build_classifier_builds_vits_at_the_runs_input_size():
+    encoder = zoo.create_backbone("test_vit", image_size=32)
+    f = encoder.num_features
+    probe = LinearProbe(torch.randn(3, f), torch.zeros(3), torch.zeros(f), torch.ones(f), 1.0, 0.0)
+    model = export_module.build_classifier(encoder, "test_vit", 3, probe, image_size=32)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_build_classifier_refuses_weights_the_architecture_does_not_have():
+    encoder = zoo.create_backbone("test_resnet")
+    encoder.register_buffer(
+        "stray", torch.zeros(1)
+    )  # an extra tensor only: the head keys are still the missing ones
+    f = encoder.num_features
+    probe = LinearProbe(torch.randn(2, f), torch.zeros(2), torch.zeros(f), torch.ones(f), 1.0, 0.0)
+    with pytest.raises(
+        ValueError, match=r"^encoder and test_resnet disagree: missing .* unexpected \['stray'\]"
+    ):
+        export_module.build_classifier(encoder, "test_resnet", 3, probe)
+
+
+def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_folder(tiny_export, tmp_path):
+    out = tmp_path / "a" / "b" / "model"
+    stale = tmp_path / "a" / "b" / f".tmp-model-{os.getpid()}"  # left by an earlier crash of this process id
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("x")
+    model = zoo.load(tiny_export)
+    config = json.loads((tiny_export / "config.json").read_text())
+    export_module.write_folder(out, model, config, "card\n")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_export_cli_logs_and_documents_its_arguments(tiny_run, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hub.export", str(tiny_run), str(tmp_path / "m")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "INFO " in proc.stderr, proc.stderr  # progress is logged at INFO
+    help_text = subprocess.run(
+        [sys.executable, "-m", "hub.export", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for phrase in ("the run directory", "destination folder (default: $ZOO_HOME/", "move it aside"):
+        assert phrase in " ".join(help_text.split()), phrase
