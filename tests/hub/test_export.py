@@ -25,6 +25,21 @@ def tiny_run(tiny_export):
     return tiny_export.parent / "run"
 
 
+def test_the_zoo_block_records_the_run(tiny_run, tiny_export):
+    block = json.loads((tiny_export / "config.json").read_text())["zoo"]
+    cfg = read_run(tiny_run).config
+    assert (block["probe_dataset"], block["method"], block["seed"]) == ("synthetic", "simclr", cfg["seed"])
+    assert (block["init"], block["eval_split"], block["encoder"]) == ("random", "test", "the backbone")
+    assert block["training"] == f"adamw lr {cfg['lr']}, batch 16, 4 steps"
+    assert {"knn_accuracy", "linear_accuracy"} <= set(block["metrics"])
+    assert block["split_manifest_sha256"] == file_sha256(tiny_run / SPLIT_FILE)
+    assert block["config"] == export_module.published_config(cfg)
+    assert (
+        json.loads((tiny_export / "config.json").read_text())["pretrained_cfg"]["license"]
+        == "CC0 (generated)"
+    )
+
+
 def test_loaded_export_scores_the_stored_linear_accuracy_on_the_runs_test_split(tiny_run, tiny_export):
     """zoo.load(export) on the run's own test split, through the model's own eval transform, gives the accuracy the
     export recorded: the standardisation of the probe is folded into timm's classifier, not lost."""
@@ -82,22 +97,13 @@ def test_export_and_push_command_lines(tiny_run, tmp_path):
     assert "--tag" in help_text and "HF_TOKEN" in help_text
 
 
-def test_the_zoo_block_records_the_run(tiny_run, tiny_export):
-    block = json.loads((tiny_export / "config.json").read_text())["zoo"]
-    cfg = read_run(tiny_run).config
-    assert (block["probe_dataset"], block["method"], block["seed"]) == ("synthetic", "simclr", cfg["seed"])
-    assert (block["init"], block["eval_split"], block["encoder"]) == ("random", "test", "the backbone")
-    assert block["training"] == f"adamw lr {cfg['lr']}, batch 16, 4 steps"
-    assert {"knn_accuracy", "linear_accuracy"} <= set(block["metrics"])
-    assert block["split_manifest_sha256"] == file_sha256(tiny_run / SPLIT_FILE)
-    assert block["config"] == export_module.published_config(cfg)
-
-
 def test_the_zoo_block_of_older_and_epoch_based_runs(tiny_run):
     cfg = dict(read_run(tiny_run).config, max_steps=None, epochs=200)
     del cfg["init"]  # a run made before --init existed
     block = export_module._zoo_metadata(cfg, {}, tiny_run, "synthetic")
     assert block["init"] == "random" and block["training"].endswith(", 200 epochs")
+    steps = export_module._zoo_metadata(dict(cfg, max_steps=4), {}, tiny_run, "synthetic")
+    assert steps["training"].endswith(", 4 steps")
     assert (
         export_module._zoo_metadata(dict(cfg, init="imagenet"), {}, tiny_run, "synthetic")["init"]
         == "imagenet"
@@ -154,7 +160,7 @@ def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_f
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
-def test_export_cli_logs_and_documents_its_arguments(tiny_run, tmp_path):
+def test_export_cli_logs_its_progress(tiny_run, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "hub.export", str(tiny_run), str(tmp_path / "m")],
         cwd=ROOT,
@@ -162,8 +168,17 @@ def test_export_cli_logs_and_documents_its_arguments(tiny_run, tmp_path):
         text=True,
     )
     assert proc.returncode == 0 and "INFO " in proc.stderr, proc.stderr  # progress is logged at INFO
-    help_text = subprocess.run(
-        [sys.executable, "-m", "hub.export", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+
+
+def test_export_main_documents_its_arguments_and_defaults_to_zoo_home(
+    tiny_run, tmp_path, monkeypatch, capsys
+):
+    with pytest.raises(SystemExit) as exited:
+        export_module.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
     for phrase in ("the run directory", "destination folder (default: $ZOO_HOME/", "move it aside"):
-        assert phrase in " ".join(help_text.split()), phrase
+        assert phrase in help_text, phrase
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    assert export_module.main([str(tiny_run)]) == 0
+    assert zoo.load(tmp_path / "home" / "simclr-synthetic").label_names

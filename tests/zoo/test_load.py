@@ -122,3 +122,29 @@ def test_register_and_device(export_copy, monkeypatch):
     assert zoo.registry.get_entry("my-registered").repo_id == "org/other"
     model = zoo.load(export_copy, device="meta")  # the device argument is honoured (meta: no memory)
     assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+def test_unknown_name_says_how_to_list_the_names():
+    with pytest.raises(
+        zoo.ModelNotAvailableError, match=r" `python -m zoo list` shows the available names\.$"
+    ):
+        zoo.load("vicreg-brest")
+    with pytest.raises(zoo.ModelNotAvailableError) as refused:  # not a valid name: nothing to compare it with
+        zoo.load("vicreg-breast!")
+    assert "Close names" not in str(refused.value)
+
+
+def test_model_info_combines_the_registry_entry_and_the_config(export_copy, monkeypatch):
+    from zoo.registry import MODELS
+
+    monkeypatch.setattr(MODELS, "_items", dict(MODELS._items))  # the registry is restored afterwards
+    shutil.copytree(export_copy, zoo_home() / "info-model")
+    zoo.register("info-model", "medssl-zoo/info-model", revision="v1")
+    info = zoo.model_info("info-model")
+    assert info["name"] == "info-model" and info["registry"]["repo_id"] == "medssl-zoo/info-model"
+    assert info["num_classes"] == 4 and info["zoo"]["method"] == "simclr"
+    config = json.loads((export_copy / CONFIG_FILE).read_text())
+    del config["zoo"]  # a plain timm folder: no zoo block
+    (export_copy / CONFIG_FILE).write_text(json.dumps(config))
+    plain = zoo.model_info(export_copy)
+    assert plain["registry"] is None and plain["zoo"] == {} and plain["name"] == str(export_copy)
