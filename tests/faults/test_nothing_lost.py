@@ -3,6 +3,7 @@ a failed setup does not lock its folder, resume refuses other runs' and damaged 
 
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -45,10 +46,17 @@ def test_export_never_destroys_what_it_did_not_write(tiny_run, tmp_path, where, 
         target = tmp_path / "file.txt"
         target.write_text("a file")
     before = tree(target) if target.is_dir() else target.read_bytes()
-    with pytest.raises(
-        ExportError, match="nothing was changed|run directory or one of its parents|not a folder"
-    ):
+    reason = {
+        "folder-with-notes": "exists and is not an export of this project (it holds notes.txt, other-run); nothing",
+        "runs-parent": "is the run directory or one of its parents",
+        "the-run-itself": "is the run directory or one of its parents",
+        "a-file": "exists and is not a folder",
+    }[where]
+    with pytest.raises(ExportError, match=re.escape(f"{target} {reason}")):
         export_run(tiny_run, target)
+    if where in ("runs-parent", "the-run-itself"):  # --force never applies to the run or its parents
+        with pytest.raises(ExportError, match="is the run directory or one of its parents"):
+            export_run(tiny_run, target, force=True)
     assert export_main([str(tiny_run), str(target)]) == 2
     assert str(target) in caplog.text
     after = tree(target) if target.is_dir() else target.read_bytes()

@@ -2,6 +2,7 @@
 scored; a crash while writing leaves the previous export whole; the CLI."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -120,11 +121,11 @@ def test_published_config_keeps_no_path_of_the_training_machine():
     }
 
 
-def test_weights_carry_the_format_that_hub_loaders_check(tiny_export):
+def safetensors_metadata(folder):
     from safetensors import safe_open
 
-    with safe_open(str(tiny_export / "model.safetensors"), "pt") as f:
-        assert f.metadata() == {"format": "pt"}  # transformers / timm refuse other formats
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return f.metadata()
 
 
 def test_build_classifier_builds_vits_at_the_runs_input_size():
@@ -158,6 +159,11 @@ def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_f
     export_module.write_folder(out, model, config, "card\n")
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert safetensors_metadata(out) == {"format": "pt"}  # transformers / timm refuse other formats
+    assert (
+        json.loads((out / "config.json").read_text()) == config
+        and (out / "README.md").read_text() == "card\n"
+    )
 
 
 def test_export_cli_logs_its_progress(tiny_run, tmp_path):
@@ -182,3 +188,39 @@ def test_export_main_documents_its_arguments_and_defaults_to_zoo_home(
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
     assert export_module.main([str(tiny_run)]) == 0
     assert zoo.load(tmp_path / "home" / "simclr-synthetic").label_names
+
+
+def test_a_vit_run_at_32_px_exports_loads_back_and_names_its_repo(tmp_path, caplog):
+    """A ViT trained at the run's input size (not timm's 224) is rebuilt at that size by zoo.load and plain timm."""
+    from medssl_zoo.train.pretrain import main
+    from tests.helpers.accelerate_state import reset_accelerate_state
+    from tests.hub.test_roundtrip import plain_timm_logits, same_logits
+    from tests.train.tiny import args
+
+    reset_accelerate_state()
+    assert (
+        main(args(tmp_path / "run", "--backbone", "test_vit", "--max-steps", "2", "--export-name", "null"))
+        == 0
+    )
+    reset_accelerate_state()
+    with caplog.at_level(logging.INFO):
+        out = export_run(tmp_path / "run", tmp_path / "vit", repo_id="medssl-test/vit-tiny")
+    assert f"exported {tmp_path / 'run'} → {out} (linear " in caplog.text and ", kNN " in caplog.text
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_args"]["img_size"] == 32 and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    same_logits(zoo.load(out), plain_timm_logits(f"local-dir:{out}", tmp_path))
+    assert "medssl-test/vit-tiny" in (out / "README.md").read_text()
+
+
+def test_a_foreign_folder_is_refused_naming_its_first_five_files(tmp_path):
+    many, two = tmp_path / "many", tmp_path / "two"
+    for folder, names in ((many, [f"f{i}.txt" for i in range(7)]), (two, ["a", "b"])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text("mine")
+    with pytest.raises(
+        export_module.ExportError, match=r"\(it holds f0.txt, f1.txt, f2.txt, f3.txt, f4.txt …\); "
+    ):
+        export_module.check_destination(many)
+    with pytest.raises(export_module.ExportError, match=r"\(it holds a, b\); nothing was changed"):
+        export_module.check_destination(two)
