@@ -15,6 +15,7 @@ import medssl_zoo.hub.export as export_module
 import zoo
 from medssl_zoo.hub.export import export_run
 from zoo.data.splits import file_sha256
+from zoo.hub_format import is_export
 from zoo.probe import LinearProbe, extract_features, fit_linear_probe
 from zoo.run_dir import SPLIT_FILE, read_run
 
@@ -101,7 +102,13 @@ def test_export_and_push_command_lines(tiny_run, tmp_path):
 def test_the_zoo_block_of_older_and_epoch_based_runs(tiny_run):
     cfg = dict(read_run(tiny_run).config, max_steps=None, epochs=200)
     del cfg["init"]  # a run made before --init existed
-    block = export_module._zoo_metadata(cfg, {}, tiny_run, "synthetic")
+    block = export_module._zoo_metadata(cfg, {"linear_accuracy": 0.5}, tiny_run, "synthetic")
+    assert set(block) == {  # the hub format's zoo block (DESIGN.md), read by the card, the demo and `zoo info`
+        "probe_dataset", "method", "dataset", "seed", "paper_mode", "grouped_split", "init", "encoder", "config",
+        "eval_split", "training", "metrics", "split_manifest_sha256", "code_version",
+    }  # fmt: skip
+    assert (block["probe_dataset"], block["seed"], block["eval_split"]) == ("synthetic", cfg["seed"], "test")
+    assert block["metrics"] == {"linear_accuracy": 0.5} and block["code_version"] == zoo.__version__
     assert block["init"] == "random" and block["training"].endswith(", 200 epochs")
     steps = export_module._zoo_metadata(dict(cfg, max_steps=4), {}, tiny_run, "synthetic")
     assert steps["training"].endswith(", 4 steps")
@@ -158,6 +165,8 @@ def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_f
     config = json.loads((tiny_export / "config.json").read_text())
     export_module.write_folder(out, model, config, "card\n")
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]
+    deeper = tmp_path / "x" / "y" / "model"  # no parent exists yet
+    assert export_module.write_folder(deeper, model, config, "card\n") == deeper and is_export(deeper)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert safetensors_metadata(out) == {"format": "pt"}  # transformers / timm refuse other formats
     assert (
@@ -183,7 +192,11 @@ def test_export_main_documents_its_arguments_and_defaults_to_zoo_home(
         export_module.main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert exited.value.code == 0
-    for phrase in ("the run directory", "destination folder (default: $ZOO_HOME/", "move it aside"):
+    for phrase in (
+        "run_dir the run directory (runs/<method>-<dataset>-<time>)",
+        "out_dir destination folder (default: $ZOO_HOME/<method>-<dataset>)",
+        "--force if OUT_DIR exists and is not an earlier export, move it aside (renamed, never deleted) first",
+    ):
         assert phrase in help_text, phrase
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
     assert export_module.main([str(tiny_run)]) == 0
@@ -208,6 +221,10 @@ def test_a_vit_run_at_32_px_exports_loads_back_and_names_its_repo(tmp_path, capl
     assert f"exported {tmp_path / 'run'} → {out} (linear " in caplog.text and ", kNN " in caplog.text
     config = json.loads((out / "config.json").read_text())
     assert config["model_args"]["img_size"] == 32 and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert (
+        config["pretrained_cfg"]["license"] == "CC0 (generated)"
+        and config["zoo"]["probe_dataset"] == "synthetic"
+    )
     same_logits(zoo.load(out), plain_timm_logits(f"local-dir:{out}", tmp_path))
     assert "medssl-test/vit-tiny" in (out / "README.md").read_text()
 
