@@ -91,7 +91,6 @@ def run(archive: Path, out: Path, cache: Path, steps: int) -> dict:
             break
         peak_anon, peak_file = max(peak_anon, s.get("RssAnon", 0)), max(peak_file, s.get("RssFile", 0))
         metrics = out / METRICS_FILE
-
         if first_step is None and metrics.is_file() and '"event": "step"' in metrics.read_text():
             first_step = time.monotonic() - start
         time.sleep(0.1)

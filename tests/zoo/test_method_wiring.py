@@ -162,3 +162,17 @@ def test_register_method_refuses_a_taken_name_unless_told(monkeypatch):
     replacement = dataclasses.replace(warmer, loss_kwargs={"temperature": 2.0})
     register_method(replacement, overwrite=True)
     assert create_method("warm-simclr", "test_resnet").criterion.temperature == 2.0
+
+
+def test_the_teacher_is_never_trained():
+    model = create_method("byol", "test_resnet")
+    teacher = [*model.teacher_backbone.parameters(), *model.teacher_projector.parameters()]
+    assert teacher and not any(p.requires_grad for p in teacher)
+    assert model.momentum_base == 0.99  # BYOL Sec. 3.2: τ_base = 0.99
+
+
+def test_unknown_loss_options_name_the_valid_settings():
+    with pytest.raises(
+        ValueError, match=r"^loss_options \['tau'\] are not settings of SimCLRLoss; valid: temperature"
+    ):
+        create_method("simclr", "test_resnet", loss_options={"tau": 1.0})

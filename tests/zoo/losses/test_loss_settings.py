@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from zoo.losses import BarlowTwinsLoss, DCLWLoss, DINOLoss, VICRegLoss
+from zoo.losses import BarlowTwinsLoss, DCLWLoss, DINOLoss, MoCoV3Loss, SimCLRLoss, VICRegLoss
 from zoo.losses.barlow_twins import cross_correlation
 from zoo.losses.terms import off_diagonal
 from zoo.losses.vicreg import variance_term
@@ -72,3 +72,9 @@ def test_dino_loss_computes_without_warnings():
 def test_off_diagonal_refuses_a_non_square_matrix():
     with pytest.raises(ValueError, match=r"^off_diagonal expects a square matrix, got \(2, 3\)$"):
         off_diagonal(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("loss", [SimCLRLoss, MoCoV3Loss])
+def test_temperature_must_be_positive(loss):
+    with pytest.raises(ValueError, match=r"^temperature must be > 0, got 0$"):
+        loss(temperature=0)
