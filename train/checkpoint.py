@@ -82,10 +82,8 @@ def save_checkpoint(
     if accelerator.is_main_process:
         record = {**asdict(state), "config": config, "files": _manifest(tmp)}
         (tmp / STATE_FILE).write_text(json.dumps(record, indent=1))
-        if final.exists():
-            shutil.rmtree(
-                final
-            )  # this run's own checkpoint of the same step (a resumed run passing it again)
+        if final.exists():  # this run's own checkpoint of the same step (a resumed run passing it again)
+            shutil.rmtree(final)
         tmp.rename(final)
         for old in sorted((run_dir / CHECKPOINTS_DIR).glob("step_*"))[:-keep]:
             shutil.rmtree(old)  # this run's own older checkpoints, beyond keep_checkpoints

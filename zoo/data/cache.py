@@ -97,9 +97,8 @@ def decoded_split(
                 return _open(data, record)
             except (OSError, ValueError, KeyError) as e:
                 log.warning("the decoded cache %s is unusable (%s): decoding again", data, e)
-        for stale in folder.glob(
-            f"{key}.*.tmp-*"
-        ):  # left by a decoder that was killed (we hold the key's lock)
+        # temporary files of this key left by a decoder that was killed (we hold the key's lock)
+        for stale in folder.glob(f"{key}.*.tmp-*"):
             stale.unlink()
         good, tmp = _write(data, count, shape, fill)
 
