@@ -20,6 +20,8 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from medssl_zoo.hub.card import REPO_PLACEHOLDER
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
+from zoo.registry import is_hub_id
+from zoo.revision import check_revision
 
 __all__ = ["PushError", "push"]
 
@@ -101,6 +103,10 @@ def push(
     """Create ``repo_id`` if needed, upload ``folder`` as one commit (on ``branch`` if given), tag it; returns the
     commit sha (pin it in the registry for reproducible downloads)."""
     folder = Path(folder)
+    if not is_hub_id(repo_id):
+        raise ValueError(f"{repo_id!r} is not a Hub repository id (org/name)")
+    check_revision(tag, "--tag")
+    check_revision(branch, "--branch")
     config = _check_folder(folder)
     api = api or HfApi()
     _check_can_push(api)

@@ -21,8 +21,8 @@ from medssl_zoo.train.tracking import TRACKERS, parse_trackers
 from zoo.backbones import check_architecture
 from zoo.data import get_dataset_spec, list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
-from zoo.load import LOCAL_NAME
 from zoo.methods import list_methods
+from zoo.registry import is_model_name
 from zoo.run_dir import is_run, read_run
 
 __all__ = ["PretrainConfig", "load_config", "parse_args", "RESUMABLE_CHANGES", "RECIPE_DIR", "GROUPS"]
@@ -245,9 +245,7 @@ class PretrainConfig:
             raise ValueError(f"channels must be 1, 3 or null (the dataset's own), got {self.channels}")
         if self.cache_size is not None and self.cache_size < self.image_size:
             raise ValueError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
-        if self.export_name is not None and not (
-            LOCAL_NAME.match(self.export_name) and ".." not in self.export_name
-        ):
+        if self.export_name is not None and not is_model_name(self.export_name):
             raise ValueError(
                 f"export_name must be a plain model name (letters, digits, . _ -), not a path: {self.export_name!r}; "
                 "exports go into $ZOO_HOME/<export_name> (use `python -m hub.export RUN DIR` for another folder)"

@@ -1,20 +1,61 @@
-"""Writing files whole or not at all, with the permissions the user's umask gives any other file.
+"""Files, defined once: atomic writes, the temporary-name convention, hashing, bounded reads and locks.
 
-Everything the project writes (run directories, exports) goes through a temporary sibling and an atomic rename,
-so a crash leaves the previous file or none, never half of one. ``safetensors`` creates its files with mode
-0600 (through a temporary file of its own); they are given the umask's usual mode, so a shared ``$ZOO_HOME`` or
-runs folder stays readable by the group as any other file would be.
+Everything the project writes (run directories, exports, caches, reports) goes through a temporary sibling and an
+atomic rename, so a crash leaves the previous file or none, never half of one. Temporary files are created
+exclusively (``O_EXCL | O_NOFOLLOW``) under an unpredictable name: a link planted where one will be written is
+never followed, and nothing outside the project's own files is truncated. ``safetensors`` creates its files with
+mode 0600 (through a temporary file of its own); they are given the umask's usual mode, so a shared ``$ZOO_HOME``
+or runs folder stays readable by the group as any other file would be.
+
+Small files the project reads (recipes, registries, manifests, records) come from strangers as often as from the
+project: :func:`read_text` takes only regular files (never a FIFO or ``/dev/zero``) and refuses anything larger
+than the caller's bound before reading it; :func:`read_yaml` also refuses YAML aliases (a few hundred bytes of
+nested aliases expand to gigabytes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-__all__ = ["atomic_write_text", "save_safetensors", "umask_mode"]
+__all__ = [
+    "TEMP_MARK",
+    "FileTooLargeError",
+    "atomic_folder",
+    "atomic_savefig",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_free_space",
+    "file_lock",
+    "is_temporary",
+    "load_yaml",
+    "read_bytes",
+    "read_json",
+    "read_text",
+    "read_yaml",
+    "remove_stale_temporaries",
+    "save_safetensors",
+    "sha256_file",
+    "temporary_path",
+    "umask_mode",
+]
+
+TEMP_MARK = ".tmp-"  # every temporary name is ".<name>.tmp-<pid>-<random>"
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class FileTooLargeError(ValueError):
+    """A file is larger than what the project reads from a file of its kind."""
 
 
 def umask_mode() -> int:
@@ -28,25 +69,218 @@ def umask_mode() -> int:
     return 0o666 & ~umask
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def temporary_path(path: str | Path) -> Path:
+    """A fresh temporary sibling of ``path``: ``.<name>.tmp-<pid>-<random>`` (hidden, unpredictable, and
+    recognisable by :func:`is_temporary` so a later run can remove what a killed one left)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of this project's temporary names."""
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that made temporary ``name`` still runs (names without a pid count as alive)."""
+    try:
+        pid = int(name.rsplit(TEMP_MARK, 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return True
+    if pid == os.getpid():
+        return False  # ours, from an earlier failure of this process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path, stem: str = "") -> list[Path]:
+    """Remove this project's temporary files and folders in ``folder`` (named ``.<stem>…tmp-<pid>-…``) whose
+    process no longer runs; links are removed as links, never followed. Returns what was removed."""
+    folder, removed = Path(folder), []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        if not (is_temporary(name) and name[1:].startswith(stem)) or _owner_alive(name):
+            continue
+        path = folder / name
+        # a temporary name of this project whose writer is gone: its own half-written output
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, binary: bool) -> Iterator:
+    """A new temporary sibling of ``path`` open for writing; renamed over ``path`` when the block succeeds,
+    removed when it fails."""
+    tmp = temporary_path(path)
+    fd = os.open(tmp, _EXCLUSIVE, umask_mode() | 0o600)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # our own half-written temporary file
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename: the file is whole or absent."""
+    with _exclusive(Path(path), binary=True) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename: the file is whole or absent."""
+    """Write ``text`` (UTF-8) to ``path`` through a temporary sibling and a rename."""
+    with _exclusive(Path(path), binary=False) as f:
+        f.write(text)
+
+
+def atomic_write_json(path: str | Path, value, indent: int | None = 2) -> None:
+    """``value`` as JSON, written atomically."""
+    atomic_write_text(path, json.dumps(value, indent=indent) + "\n")
+
+
+def atomic_savefig(fig, path: str | Path, **kwargs) -> None:
+    """A matplotlib figure saved atomically (format from the suffix)."""
     path = Path(path)
-    tmp = _temporary(path)
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with _exclusive(path, binary=True) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", **kwargs)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A new temporary sibling folder of ``path`` to fill; on success it is renamed to ``path`` (which must not
+    exist then: the caller decides what happens to an existing one), on failure removed."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary folder
+        raise
 
 
 def save_safetensors(
     tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None
 ) -> None:
     """``safetensors.torch.save_file`` written atomically, with the umask's mode instead of 0600."""
+    from safetensors.torch import save_file
+
     path = Path(path)
-    tmp = _temporary(path)
+    tmp = temporary_path(path)
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    save_file(contiguous, str(tmp), metadata=metadata)
-    os.chmod(tmp, umask_mode())
-    tmp.replace(path)
+    try:
+        save_file(contiguous, str(tmp), metadata=metadata)
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # our own half-written temporary file
+        raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them: a FIFO, a device (``/dev/zero``), a
+    folder or a larger file is refused (``ValueError`` naming it) before anything is read."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except IsADirectoryError as e:
+        raise ValueError(f"{what} {path} is a folder, not a file") from e
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{what} {path} is not a regular file (a folder, device or pipe); give a file")
+        if info.st_size > limit:
+            raise FileTooLargeError(
+                f"{what} {path} is {info.st_size} bytes; a {what} is at most {limit} bytes"
+            )
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while being read
+        raise FileTooLargeError(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+def read_text(path: str | Path, limit: int, what: str = "file") -> str:
+    """:func:`read_bytes` decoded as UTF-8 (``ValueError`` naming the file otherwise)."""
+    data = read_bytes(path, limit, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def read_json(path: str | Path, limit: int, what: str = "file"):
+    """A bounded JSON file (``ValueError`` naming the file when it is not JSON)."""
+    try:
+        return json.loads(read_text(path, limit, what))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path} is not valid JSON ({e})") from e
+
+
+def read_yaml(path: str | Path, limit: int, what: str = "file"):
+    """A bounded YAML file, plain values only: no ``!!python`` tags (safe loading) and no aliases."""
+    return load_yaml(read_text(path, limit, what), f"{what} {path}")
+
+
+def load_yaml(text: str, source: str = "YAML"):
+    """``yaml.safe_load`` without aliases: ``&a [*b, *b, …]`` chains expand exponentially when the value is copied
+    (a 571-byte document reached 4 GB), so an alias is one error naming ``source``."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ValueError(
+                    f"{source}: YAML aliases (*name) are not accepted (line {mark.line + 1}); write the values out"
+                )
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        problem = str(e).splitlines()[0]
+        raise ValueError(f"{source}: not valid YAML ({problem}); only plain YAML values are read") from e
+
+
+def check_free_space(folder: str | Path, needed: int, what: str) -> None:
+    """``OSError`` (ENOSPC) saying how much is needed and free before ``needed`` bytes are written."""
+    free = shutil.disk_usage(folder).free  # what an unprivileged writer may use
+    if needed > free:
+        raise OSError(
+            28,
+            f"{what} needs {needed / 2**30:.2f} GiB in {folder} but only {free / 2**30:.2f} GiB are free; "
+            "free some space or point it elsewhere",
+        )
+
+
+def file_lock(path: str | Path, timeout: float = -1):
+    """An exclusive inter-process lock on ``path`` (``filelock``: never follows a link, never truncates, works on
+    every OS); use as a context manager."""
+    from filelock import FileLock
+
+    return FileLock(str(path), timeout=timeout)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 
@@ -24,15 +23,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
-from zoo.registry import close_names, get_entry
+from zoo.registry import close_names, get_entry, is_hub_id, is_model_name
+from zoo.revision import check_commit, check_revision
 from zoo.safetensors_header import read_header
 
-__all__ = ["load", "resolve", "model_info", "ModelNotAvailableError", "HUB_ID", "LOCAL_NAME"]
+__all__ = ["load", "resolve", "model_info", "ModelNotAvailableError"]
 
 log = logging.getLogger(__name__)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "open_clip_pytorch_model.bin")
-HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")  # org/name
-LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a model name in $ZOO_HOME or the registry
 DEFAULT_HUB_TIMEOUT = 30.0
 
 
@@ -73,6 +71,7 @@ def _within(deadline: float, function, *args, **kwargs):
 def _fetch(repo_id: str, filename: str, revision: str | None, deadline: float) -> Path:
     from huggingface_hub import hf_hub_download
 
+    check_revision(revision)  # the one gate before huggingface_hub writes refs/<revision> in its cache
     timeout = min(10.0, deadline)
     return Path(
         _within(deadline, hf_hub_download, repo_id, filename, revision=revision, etag_timeout=timeout)
@@ -92,9 +91,11 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
     )
 
     deadline = _hub_timeout()
+    check_revision(revision, f"{name}: revision")
     try:
         config = _fetch(repo_id, CONFIG_FILE, revision, deadline)
-        commit = config.parent.name  # snapshots/<commit sha>/config.json: pin the other files to it
+        # snapshots/<commit sha>/config.json: pin the other files to it (what the server answered, checked)
+        commit = check_commit(config.parent.name, f"{name}: the commit {repo_id} resolved to")
         _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline)
         with contextlib.suppress(EntryNotFoundError):  # the card is optional for loading
             _fetch(repo_id, CARD_FILE, commit, deadline)
@@ -124,7 +125,7 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
 
 
 def _unknown(name: str, local_paths: bool) -> ModelNotAvailableError:
-    close = close_names(name) if LOCAL_NAME.match(name) else []
+    close = close_names(name) if is_model_name(name) else []
     where = f"not a folder, not in $ZOO_HOME ({zoo_home()}), " if local_paths else ""
     return ModelNotAvailableError(
         f"unknown model {name!r}: {where}not a registered name, not a Hub repo id (org/name)."
@@ -141,24 +142,22 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, local_path
     """
     name = str(name_or_path)
     path = Path(name).expanduser()
+    check_revision(revision)
     if local_paths and path.is_dir():
         return path
-    if LOCAL_NAME.match(name) and ".." not in name and (zoo_home() / name / CONFIG_FILE).is_file():
+    if is_model_name(name) and (zoo_home() / name / CONFIG_FILE).is_file():
         return zoo_home() / name
-    entry = get_entry(name) if LOCAL_NAME.match(name) else None
+    entry = get_entry(name) if is_model_name(name) else None
+    if entry is not None and not entry.published:
+        raise ModelNotAvailableError(
+            f"{name} is registered but its weights are not published yet ({entry.repo_id}). Produce it with "
+            f"`accelerate launch train/pretrain.py --recipe {name} --data-root DATA`, export it "
+            f"with `python -m hub.export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
+            f"`python -m hub.push $ZOO_HOME/{name} {entry.repo_id}`."
+        )
     if entry is not None:
-        try:
-            return _download(entry.repo_id, revision or entry.revision, name)
-        except ModelNotAvailableError as e:
-            if entry.published:
-                raise
-            raise ModelNotAvailableError(
-                f"{name} is registered but its weights are not published yet ({entry.repo_id}). Produce it with "
-                f"`accelerate launch train/pretrain.py --recipe {name} --data-root DATA`, export it "
-                f"with `python -m hub.export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
-                f"`python -m hub.push $ZOO_HOME/{name} {entry.repo_id}`. ({e})"
-            ) from e
-    if HUB_ID.match(name) and ".." not in name and not (local_paths and path.exists()):
+        return _download(entry.repo_id, revision or entry.revision, name)
+    if is_hub_id(name) and not (local_paths and path.exists()):
         return _download(name, revision, name)
     raise _unknown(name, local_paths)
 
