@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import logging
 import math
+import os
+import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from medssl_zoo.train.tracking import TRACKERS, parse_trackers
 from zoo.backbones import check_architecture
 from zoo.data import get_dataset_spec, list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
+from zoo.files import load_yaml, read_yaml
 from zoo.methods import list_methods
 from zoo.registry import is_model_name
 from zoo.run_dir import is_run, read_run
 
 __all__ = ["PretrainConfig", "load_config", "parse_args", "RESUMABLE_CHANGES", "RECIPE_DIR", "GROUPS"]
 
+log = logging.getLogger("train")
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = RECIPE_DIR / "default.yaml"
 GROUPS = {
@@ -271,7 +276,9 @@ class PretrainConfig:
             raise ValueError(f"local_crops must be at most {VIEWS_PER_SAMPLE - 2}, got {self.local_crops}")
         if self.local_crops and not 8 <= self.local_size <= self.image_size:
             raise ValueError(
-                f"local_size must be in 8..image_size ({self.image_size}), got {self.local_size}"
+                f"local_size must be in 8..image_size ({self.image_size}), got {self.local_size}: local crops are "
+                f"smaller than the global views (DINO uses 96 px with 224 px views); e.g. --local-size "
+                f"{max(8, self.image_size * 3 // 7)} at --image-size {self.image_size}, or a larger --image-size"
             )
         unknown = sorted(set(self.loss_options) - set(spec.loss_parameters()))
         if unknown:
@@ -299,8 +306,13 @@ class PretrainConfig:
                 )
 
     def to_dict(self) -> dict:
-
         return dataclasses.asdict(self)
+
+
+_DEFAULTS = {
+    f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+    for f in dataclasses.fields(PretrainConfig)
+}
 
 
 def _field_types() -> dict[str, type]:
@@ -335,37 +347,80 @@ def _coerce(key: str, value, annotation):
     raise ValueError(f"{key}: expected {names}, got {value!r}{hint}")
 
 
-def _read_recipe(recipe: str | Path | None) -> tuple[dict, Path]:
-    path = Path(recipe) if recipe else DEFAULT_RECIPE
-    if recipe and not path.is_file() and (RECIPE_DIR / f"{recipe}.yaml").is_file():
+MAX_RECIPE_BYTES = 256 * 1024  # the longest recipe here is ~1 KB; a 20 MB one took 11 s to parse
+PATH_KEYS = ("data_root", "eval_data_root", "split_manifest", "init_weights", "output_dir")
+
+
+def _recipe_path(recipe: str | Path) -> Path:
+    path = Path(recipe).expanduser()
+    if not path.exists() and (RECIPE_DIR / f"{recipe}.yaml").is_file():
         path = RECIPE_DIR / f"{recipe}.yaml"  # a recipe name such as vicreg-breast
-    if not path.is_file():
+    if not path.exists():
         names = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
         raise ValueError(f"recipe {recipe} not found; give a YAML path or one of: {names}")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        problem = str(e).splitlines()[0]
-        raise ValueError(f"recipe {path}: not valid YAML ({problem}); only plain YAML values are read") from e
+    return path
+
+
+def _read_recipe(recipe: str | Path | None) -> tuple[dict, Path]:
+    path = _recipe_path(recipe) if recipe else DEFAULT_RECIPE
+    values = read_yaml(path, MAX_RECIPE_BYTES, "recipe") or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe must be a mapping of configuration keys")
     return values, path
 
 
+def uses_default_recipe(recipe: str | Path | None, overrides: dict) -> bool:
+    """Whether a run starts from the embedded default recipe: only without ``--recipe`` and for the synthetic
+    tiles it was written for. A run that names another dataset starts from the built-in defaults (the study's
+    setting), never from the synthetic demo's sizes, options and export name."""
+    return recipe is None and overrides.get("dataset", "synthetic") == "synthetic"
+
+
+def _starting_values(recipe, overrides: dict, base: dict | None) -> tuple[dict, str]:
+    """(values before the flags, where they come from) — see :func:`load_config`."""
+    if base is not None and recipe is None:
+        return dict(base), "the run's config.yaml"
+    if recipe is None and not uses_default_recipe(recipe, overrides):
+        return {}, "the built-in defaults"
+    values, path = _read_recipe(recipe)
+    if values.get("export_name") and any(
+        k in overrides and overrides[k] != values.get(k, _DEFAULTS[k]) for k in ("method", "dataset")
+    ):
+        log.info(
+            "not exporting as %s (recipe %s): this run trains another method or dataset; pass --export-name NAME "
+            "to export it",
+            values["export_name"],
+            path.name,
+        )
+        values = {k: v for k, v in values.items() if k != "export_name"}
+    return values, path.name
+
+
+def _absolute_paths(values: dict) -> dict:
+    """Paths stored absolute (a run resumed or evaluated from another directory finds them); a local folder given
+    as ``init`` too."""
+    out = dict(values)
+    for key in PATH_KEYS:
+        if isinstance(out.get(key), str):
+            out[key] = os.path.abspath(os.path.expanduser(out[key]))
+    if isinstance(out.get("init"), str) and Path(out["init"]).expanduser().is_dir():
+        out["init"] = os.path.abspath(os.path.expanduser(out["init"]))
+    return out
+
+
 def load_config(
     recipe: str | Path | None = None, overrides: dict | None = None, base: dict | None = None
 ) -> PretrainConfig:
-    """Read a YAML recipe (default: the embedded default) or start from ``base`` (a run's stored configuration),
-    apply ``overrides``, validate.
+    """Read a YAML recipe, or start from ``base`` (a run's stored configuration), apply ``overrides``, validate.
 
-    Unknown keys are an error (never silently ignored).
+    Without a recipe, the embedded default recipe is the start for the synthetic tiles, the built-in defaults for
+    any other dataset (:func:`uses_default_recipe`); a recipe's ``export_name`` is dropped when the flags change its
+    method or dataset (an export name is never reused by a run it was not written for). Unknown keys are an error
+    (never silently ignored); relative paths are stored absolute.
     """
-    if base is not None and recipe is None:
-        values, source = dict(base), "the run's config.yaml"
-    else:
-        values, path = _read_recipe(recipe)
-        source = path.name
-    values.update(overrides or {})
+    overrides = dict(overrides or {})
+    values, source = _starting_values(recipe, overrides, base)
+    values.update(overrides)
     types_ = _field_types()
     unknown = sorted(set(values) - set(types_))
     if unknown:
@@ -374,7 +429,7 @@ def load_config(
             f"{', '.join(sorted(types_))}"
         )
     kwargs = {k: _coerce(k, v, types_[k]) for k, v in values.items()}
-    return PretrainConfig(**kwargs).validate()
+    return PretrainConfig(**_absolute_paths(kwargs)).validate()
 
 
 def _text_value(text: str):
@@ -384,28 +439,106 @@ def _text_value(text: str):
 
 
 def _yaml_value(text: str):
-    """A flag's value, parsed as YAML (numbers, booleans, lists, mappings, null)."""
+    """A flag's value, parsed as YAML (numbers, booleans, lists, mappings, null; no aliases)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a valid value ({str(e).splitlines()[0]})") from e
+        return load_yaml(text, f"the value {text[:60]!r}")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+# flag names people type for another tool's key → this project's
+SYNONYMS = {
+    "learning-rate": "lr",
+    "base-lr": "lr",
+    "steps": "max-steps",
+    "iterations": "max-steps",
+    "model": "backbone",
+    "arch": "backbone",
+    "architecture": "backbone",
+    "data": "data-root",
+    "data-dir": "data-root",
+    "dataset-root": "data-root",
+    "output": "output-dir",
+    "out-dir": "output-dir",
+    "batch": "batch-size",
+    "bs": "batch-size",
+    "wd": "weight-decay",
+    "img-size": "image-size",
+    "input-size": "image-size",
+    "workers": "loader-workers",
+    "threads": "num-threads",
+}
+
+
+DESCRIPTION = "\n\n".join(
+    textwrap.fill(paragraph, 100)
+    for paragraph in (
+        "Self-supervised pre-training. Run it as `medssl-pretrain` (one process), `accelerate launch -m "
+        "medssl_zoo.train.pretrain` (several processes or GPUs), or in a checkout `accelerate launch "
+        "train/pretrain.py`.",
+        "Where values come from: flags override a recipe (--recipe), which overrides the built-in defaults below "
+        "(the study's setting). Without --recipe, a run on the synthetic tiles starts from the embedded default "
+        "recipe (shown as 'default recipe' below: a 2-minute CPU demo that exports simclr-synthetic); a run on any "
+        "other --dataset starts from the built-in defaults.",
+        "Values are YAML: --crop-scale [0.2,1], --dataset-options '{num_images: 400}', --max-steps null. "
+        "config.yaml's spelling of a key (--max_steps) works too.",
+    )
+)
+
+
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse that accepts config.yaml's spelling of a key (``--max_steps``) and, for an unknown flag, names the
+    closest valid ones (``--learning-rate`` → ``--lr``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(args if args is not None else sys.argv[1:])
+        known = {o for a in self._actions for o in a.option_strings}
+        args = [_dashed(a) if _dashed(a).split("=", 1)[0] in known else a for a in args]
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments:"):
+            known = sorted({o for a in self._actions for o in a.option_strings if o.startswith("--")})
+            hints = [_suggest(a, known) for a in message.split(":", 1)[1].split() if a.startswith("-")]
+            message += "".join(f"\n  {h}" for h in hints if h)
+        super().error(message + f"\n(`{self.prog} --help` lists every option)")
+
+
+def _dashed(arg: str) -> str:
+    """``--max_steps`` → ``--max-steps`` (``--key=value`` forms too); other arguments unchanged."""
+    if not arg.startswith("--"):
+        return arg
+    flag, eq, value = arg.partition("=")
+    return flag.replace("_", "-") + eq + value
+
+
+def _suggest(arg: str, known: list[str]) -> str | None:
+    flag = _dashed(arg).split("=", 1)[0]
+    synonym = SYNONYMS.get(flag.lstrip("-"))
+    close = [f"--{synonym}"] if synonym else difflib.get_close_matches(flag, known, n=3, cutoff=0.6)
+    return f"{arg}: did you mean {' or '.join(close)}?" if close else None
+
+
+def _default_recipe_values() -> dict:
+    try:
+        return _read_recipe(None)[0]
+    except ValueError:
+        return {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pretrain",
-        description="Self-supervised pre-training (run with `accelerate launch train/pretrain.py`). The defaults "
-        "below are the built-in ones: a recipe (--recipe; default: train/recipes/default.yaml) overrides them "
-        "and flags override the recipe. Values are YAML: --crop-scale [0.2,1], --dataset-options "
-        "'{num_images: 400}', --max-steps null.",
+    parser = SuggestingParser(
+        prog="medssl-pretrain",
+        usage="%(prog)s [--recipe RECIPE] [--resume [latest|CHECKPOINT]] [--halt-at-step N] [--KEY VALUE ...]",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--recipe",
         "--config",
         dest="recipe",
-        help="YAML recipe path or name in train/recipes (e.g. vicreg-breast); with --resume and no recipe, "
-        "the run's own config.yaml",
+        help="a YAML recipe file, or the name of a recipe shipped with the package (e.g. vicreg-breast, "
+        "simclr-crc-paper; an unknown name lists them all); with --resume and no recipe: the run's own config.yaml",
     )
     parser.add_argument(
         "--resume",
@@ -424,17 +557,20 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
     choices = PretrainConfig.choices()
     types_ = _field_types()
+    recipe = _default_recipe_values()
     for f in dataclasses.fields(PretrainConfig):
         is_text = str in (typing.get_args(types_[f.name]) or (types_[f.name],))
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         valid = f" One of: {', '.join(choices[f.name])}." if f.name in choices else ""
+        default = f"default: {_DEFAULTS[f.name]}"
+        if f.name in recipe and recipe[f.name] != _DEFAULTS[f.name]:
+            default += f"; default recipe: {recipe[f.name]}"
         groups[f.metadata["group"]].add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
             type=_text_value if is_text else _yaml_value,
             default=argparse.SUPPRESS,
             metavar=f.name.upper(),
-            help=f"{f.metadata['help']}.{valid} (default: {default})",
+            help=f"{f.metadata['help']}.{valid} ({default})",
         )
     return parser
 
@@ -448,4 +584,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, argparse.
     output_dir = overrides.get("output_dir")
     if args.resume is not None and args.recipe is None and output_dir and is_run(output_dir):
         base = read_run(output_dir).config  # continue the run as it was configured
+        _check_stored_paths(base, overrides, Path(output_dir))
     return load_config(args.recipe, overrides, base), args
+
+
+def _check_stored_paths(stored: dict, overrides: dict, run_dir: Path) -> None:
+    """A dataset folder recorded in a run's config.yaml that is gone (moved, or relative to another directory):
+    say where the path came from and how to override it."""
+    for key, flag in (("data_root", "--data-root"), ("eval_data_root", "--eval-data-root")):
+        root = stored.get(key)
+        if root and key not in overrides and not Path(root).exists():
+            raise ValueError(
+                f"{key} {root} recorded in {run_dir / 'config.yaml'} does not exist (moved, or relative to another "
+                f"directory); pass {flag} DIR to say where it is now"
+            )

@@ -77,7 +77,12 @@ def run_zoo(endpoint: str, tmp_path: Path, *argv: str, registry: Path | None = N
     if registry is not None:
         env["ZOO_REGISTRY"] = str(registry)
     return subprocess.run(
-        [sys.executable, "-m", "zoo", *argv], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, "-m", "zoo", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
 
 
@@ -94,7 +99,9 @@ def test_a_hostile_revision_argument_writes_nothing_outside_the_cache(hostile_hu
     revision = escape_to(victim, tmp_path / "hf")
     assert revision.startswith("../")
     proc = run_zoo(hostile_hub(), tmp_path, "load", "org/model", "--revision", revision)
-    assert victim.read_text() == "echo hello\n"  # untouched (unchecked, it would now hold the server's "commit")
+    assert (
+        victim.read_text() == "echo hello\n"
+    )  # untouched (unchecked, it would now hold the server's "commit")
     assert proc.returncode == 2
     assert "is not a branch, tag or commit sha" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "hf" / "hub").exists()  # nothing was even asked of the server
@@ -104,7 +111,9 @@ def test_a_hostile_registry_revision_is_refused_by_name(hostile_hub, tmp_path):
     victim = tmp_path / "victim.txt"
     registry = tmp_path / "team.yaml"
     revision = escape_to(victim, tmp_path / "hf")
-    registry.write_text(f"good-model: {{repo_id: org/model}}\nbad-model: {{repo_id: org/model, revision: '{revision}'}}\n")
+    registry.write_text(
+        f"good-model: {{repo_id: org/model}}\nbad-model: {{repo_id: org/model, revision: '{revision}'}}\n"
+    )
     endpoint = hostile_hub()
     for argv in (["load", "bad-model"], ["list"], ["info", "good-model"]):
         proc = run_zoo(endpoint, tmp_path, *argv, registry=registry)
