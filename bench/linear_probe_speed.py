@@ -99,7 +99,7 @@ def main() -> int:
     parser.add_argument("run_dir", nargs="?", type=Path)
     parser.add_argument("--epochs", type=int, default=200)
     args = parser.parse_args()
-    from medssl_zoo.train.evaluate import load_data, resolve_source
+    from medssl_zoo.train.evaluation import EvalOptions, load_data, resolve_source
     from zoo.data import eval_transform
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +120,8 @@ def main() -> int:
                 check=True,
             )
         source = resolve_source(str(run_dir))
-        ds, splits = load_data(source, argparse.Namespace(dataset=None, data_root=None, manifest=None))
+        data = load_data(source, EvalOptions())
+        ds, splits = data.dataset, data.splits
         transform = eval_transform(source.data_config)
         encoder = source.encoder.eval()
         extract_ips, bound_ips = extraction_throughput(encoder, splits["train"][0], transform)

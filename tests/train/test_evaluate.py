@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medssl_zoo.train import evaluate, reproduce
+from medssl_zoo.train import evaluate, evaluation, reproduce
 from zoo.probe import extract_features, knn_accuracy
 from zoo.run_dir import read_run
 
@@ -33,12 +33,12 @@ def test_evaluate_a_run_directory_with_baselines_fractions_and_seeds(tiny_run, t
         "--mlp-epochs",
         "5",
         "--baselines",
-        "random,imagenet",
+        "random",
     ]
     assert evaluate.main(argv) == 0
     result = json.loads((out / "metrics.json").read_text())
     encoders = {r["encoder"] for r in result["summary"]}
-    assert encoders == {"ssl", "random-init"}  # ImageNet weights cannot be downloaded here: logged, left out
+    assert encoders == {"ssl", "random-init"}
     row = next(
         r
         for r in result["summary"]
@@ -95,10 +95,9 @@ def test_fine_tuning_trains_a_copy_and_scores_it(tiny_run, tmp_path):
     run = read_run(tiny_run)
     data, encoder = run.load_data(), run.load_encoder()
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
-    task = evaluate.ProbeTask(
-        encoder, data, {}, {}, torch.arange(len(data.train[1])), 0, evaluate.Settings(5, 5, 5, 2)
-    )
-    probabilities = evaluate.predict_finetune(task)
+    options = evaluation.EvalOptions(finetune_epochs=2)
+    task = evaluation.ProbeTask(encoder, data, {}, {}, torch.arange(len(data.train[1])), 0, options, 5)
+    probabilities = evaluation.predict_finetune(task)
     assert probabilities.shape == (len(data.test[1]), 4)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(data.test[1])))
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())  # the source is untouched
@@ -238,3 +237,114 @@ def test_reproduce_adds_an_imagenet_init_cell(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| synthetic | simclr | ssl |" in table and "| synthetic | simclr (ImageNet init) | ssl |" in table
     assert read_run(tmp_path / "out" / "runs" / "simclr-synthetic-imagenet-init").config["init"] == "imagenet"
+
+
+def test_an_unlabelled_run_is_evaluated_on_its_eval_dataset_or_a_named_one(tmp_path, caplog, monkeypatch):
+    """19.3: a --dataset folder run, with and without --eval-dataset."""
+    from medssl_zoo.train.pretrain import main as pretrain
+    from tests.train.tiny import args
+    from tests.zoo.data import trees
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    trees.imagefolder(tmp_path / "archive", per_class=12)
+    common = ("--dataset", "folder", "--data-root", str(tmp_path / "archive"), "--dataset-options", "{}")
+    common += ("--max-steps", "2", "--export-name", "null")
+    assert pretrain(args(tmp_path / "bare", *common)) == 0
+    quick = ["--protocols", "knn", "--fractions", "1.0", "--seeds", "0", "--baselines", "none", "--no-plots"]
+    assert evaluate.main([str(tmp_path / "bare"), *quick]) == 2
+    assert (
+        "pre-trained on an unlabelled folder" in caplog.text
+        and "--dataset NAME --data-root DIR" in caplog.text
+    )
+    named = [
+        "--dataset",
+        "synthetic",
+        "--dataset-options",
+        "{num_images: 96}",
+        "--output-dir",
+        str(tmp_path / "e1"),
+    ]
+    assert evaluate.main([str(tmp_path / "bare"), *quick, *named]) == 0
+    eval_args = ("--eval-dataset", "synthetic", "--eval-dataset-options", "{num_images: 96}")
+    assert pretrain(args(tmp_path / "probed", *common, *eval_args)) == 0
+    assert evaluate.main([str(tmp_path / "probed"), *quick, "--output-dir", str(tmp_path / "e2")]) == 0
+    result = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert result["dataset"] == "synthetic" and result["summary"][0]["accuracy"] > 0
+
+
+def test_another_folder_of_the_same_kind_gets_a_fresh_split_and_its_own_classes(tmp_path, caplog):
+    """19.4: a run (and its export) evaluated on another imagefolder with other classes."""
+    from medssl_zoo.hub.export import export_run
+    from medssl_zoo.train.pretrain import main as pretrain
+    from tests.zoo.data import trees
+
+    caplog.set_level(logging.INFO, logger="evaluate")
+    trees.imagefolder(tmp_path / "mine", per_class=12)
+    trees.imagefolder(tmp_path / "theirs", classes=("ants", "bees"), per_class=15)
+    small = ["--backbone", "test_resnet", "--image-size", "32", "--batch-size", "8", "--max-steps", "2"]
+    run = tmp_path / "run"
+    argv = ["--dataset", "imagefolder", "--data-root", str(tmp_path / "mine"), *small, "--knn-k", "3"]
+    assert pretrain([*argv, "--progress", "false", "--output-dir", str(run)]) == 0
+    export = export_run(run, tmp_path / "export")
+    quick = [
+        "--protocols",
+        "knn,linear",
+        "--fractions",
+        "1.0",
+        "--seeds",
+        "0",
+        "--baselines",
+        "none",
+        "--no-plots",
+    ]
+    for target, manifest in (
+        (run, []),
+        (export, []),
+        (run, ["--manifest", "none"]),
+        (run, ["--manifest", ""]),
+    ):
+        out = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*')))}"
+        other = ["--data-root", str(tmp_path / "theirs"), "--output-dir", str(out)]
+        assert evaluate.main([str(target), *quick, *other, *manifest]) == 0, caplog.text
+        result = json.loads((out / "metrics.json").read_text())
+        assert result["classes"] == ["ants", "bees"] and sum(map(sum, result["counts"].values())) == 30
+    assert "classifier (cats, dogs, eels) is not used" in caplog.text
+    # the run's own folder keeps the run's split, unless a fresh one is asked for
+    own = tmp_path / "own"
+    assert evaluate.main([str(run), *quick, "--output-dir", str(own)]) == 0
+    split = (run / "split.csv").read_text().splitlines()[1:]
+    counts = json.loads((own / "metrics.json").read_text())["counts"]
+    assert sum(counts["test"]) == sum(1 for row in split if row.split(",")[2] == "test")
+
+
+def test_knn_never_votes_with_more_neighbours_than_the_smallest_class(tiny_run, tmp_path, caplog):
+    """19.9: k = 200 with a handful of labels per class reported exactly chance for every encoder."""
+    argv = [str(tiny_run), "--protocols", "knn_euclidean", "--fractions", "0.2,1.0", "--seeds", "0"]
+    argv += ["--baselines", "none", "--no-plots", "--output-dir", str(tmp_path)]
+    assert evaluate.main(argv) == 0
+    runs = json.loads((tmp_path / "metrics.json").read_text())["runs"]
+    run = read_run(tiny_run)
+    data = run.load_data()
+    for row in runs:
+        subset = evaluation.label_fraction_indices(
+            data.train[1], row["fraction"], 0, data.dataset.class_names
+        )
+        smallest = int(torch.bincount(data.train[1][subset]).min())
+        assert row["k"] == min(200, smallest)
+    assert "used k =" in caplog.text
+
+
+def test_a_requested_baseline_that_cannot_be_built_is_an_error(tiny_run, tmp_path, caplog):
+    """19.10: a missing --weights file, or ImageNet weights offline, stop the evaluation (exit 2), not a dropped row."""
+    common = [str(tiny_run), "--protocols", "knn", "--fractions", "1.0", "--seeds", "0", "--no-plots"]
+    common += ["--output-dir", str(tmp_path / "eval")]
+    assert (
+        evaluate.main(
+            [*common, "--baselines", "imagenet", "--weights", str(tmp_path / "missing.safetensors")]
+        )
+        == 2
+    )
+    assert "missing.safetensors is not a readable safetensors file" in caplog.text
+    assert evaluate.main([*common, "--baselines", "imagenet"]) == 2
+    assert "--weights FILE.safetensors" in caplog.text
+    assert not (tmp_path / "eval" / "metrics.json").exists()

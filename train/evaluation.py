@@ -1,0 +1,486 @@
+"""The evaluation API: an encoder scored the way the study does, with baselines, label fractions and seeds.
+
+    from medssl_zoo.train.evaluation import EvalOptions, evaluate
+    result = evaluate("runs/simclr-synthetic-…", EvalOptions(protocols=("knn", "linear"), fractions=(0.1, 1.0)))
+
+``evaluate(target, options)`` takes a run directory, a checkpoint folder inside a run, an exported folder or a zoo
+name; it extracts frozen features once per encoder and runs every protocol × label fraction × seed on them
+(:mod:`zoo.probe`), writes ``metrics.json``, ``results.md`` and plots, and returns the result. ``train/evaluate.py``
+is its command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+import zoo
+from medssl_zoo.train.reports import write_plots, write_report
+from zoo.data.batch_augment import BatchAugment
+from zoo.files import atomic_write_json
+from zoo.hub_format import WEIGHTS_FILE
+from zoo.probe import (
+    classification_metrics,
+    extract_features,
+    fine_tune,
+    fit_linear_probe,
+    fit_mlp_head,
+    knn_predict,
+    label_fraction_indices,
+)
+from zoo.run_dir import (
+    ENCODER_FILE,
+    EVAL_DIR,
+    SPLIT_FILE,
+    RunData,
+    is_run,
+    load_run_data,
+    monitor_config,
+    read_run,
+)
+
+__all__ = [
+    "BASELINES",
+    "PROTOCOLS",
+    "EvalOptions",
+    "ProbeTask",
+    "Source",
+    "evaluate",
+    "load_data",
+    "resolve_source",
+]
+
+log = logging.getLogger("evaluate")
+BASELINES = ("random", "imagenet")
+STUDY_KNN_K = 200  # the study's Euclidean kNN (sklearn, k = 200)
+FRESH_SPLIT = ("none", "")  # --manifest values that mean: draw a new split, not the run's
+METRIC_KEYS = (
+    "accuracy",
+    "balanced_accuracy",
+    "f1_weighted",
+    "f1_macro",
+    "precision_weighted",
+    "recall_weighted",
+    "auroc",
+)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What to evaluate and how; every field checked on creation.
+
+    ``knn_k`` None: the run's ``knn_k``. ``dataset`` None: the source's own labelled data (a run's split when it is
+    the run's own folder). ``manifest``: a split.csv to use, or ``"none"`` to draw a fresh seeded split.
+    """
+
+    protocols: tuple[str, ...] = ("knn", "knn_euclidean", "linear")
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baselines: tuple[str, ...] = ("random",)
+    weights: Path | None = None
+    knn_k: int | None = None
+    knn_euclidean_k: int = STUDY_KNN_K
+    mlp_epochs: int = 200
+    finetune_epochs: int = 30
+    dataset: str | None = None
+    data_root: str | None = None
+    dataset_options: dict = field(default_factory=dict)
+    manifest: str | None = None
+    output_dir: Path | None = None
+    plots: bool = True
+
+    def __post_init__(self):
+        for name, values, valid in (
+            ("protocol", self.protocols, PROTOCOLS),
+            ("baseline", self.baselines, BASELINES),
+        ):
+            bad = [v for v in values if v not in valid]
+            if bad:
+                raise ValueError(f"unknown {name} {bad}; valid: {', '.join(valid)}")
+        if not self.protocols or not self.fractions or not self.seeds:
+            raise ValueError("give at least one protocol, fraction and seed")
+        if not all(0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"label fractions must be in (0, 1], got {list(self.fractions)}")
+        for key in ("knn_k", "knn_euclidean_k", "mlp_epochs", "finetune_epochs"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ValueError(f"{key} must be > 0, got {value}")
+        if self.weights is not None and "imagenet" not in self.baselines:
+            raise ValueError("--weights are the imagenet baseline's: add --baselines imagenet")
+
+
+@dataclass
+class Source:
+    """What is evaluated: the encoder, its data config and the run configuration it came from."""
+
+    name: str
+    encoder: torch.nn.Module
+    architecture: str
+    in_chans: int
+    config: dict  # the run configuration (dataset, dataset_options, split, knn_k, …)
+    data_config: dict | None  # None for an unfinished run: derived from its data
+    manifest: Path | None = None
+
+    @property
+    def image_size(self) -> int | None:
+        return self.data_config["input_size"][-1] if self.data_config else self.config.get("image_size")
+
+
+@dataclass
+class ProbeTask:
+    """One protocol run: frozen features of every split, the label-fraction subset of train, a seed."""
+
+    encoder: torch.nn.Module
+    data: RunData
+    features: dict[str, torch.Tensor]  # split → N x F
+    labels: dict[str, torch.Tensor]  # split → N
+    train_subset: torch.Tensor  # indices into the train split
+    seed: int
+    options: EvalOptions
+    knn_k: int  # the cosine kNN's k (the run's, unless options say otherwise)
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.dataset.num_classes
+
+    @property
+    def train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.features["train"][self.train_subset], self.labels["train"][self.train_subset]
+
+    def neighbours(self, k: int) -> int:
+        """``k`` capped at the smallest class's labelled examples: with k at least the labelled set, every query
+        gets the majority class and kNN reports chance (k = 200 at 1 % labels did)."""
+        counts = torch.bincount(self.train[1])
+        smallest = int(counts[counts > 0].min())
+        return min(k, smallest)
+
+
+def _normalised(scores: torch.Tensor) -> torch.Tensor:
+    return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def _knn(task: ProbeTask, k: int, metric: str) -> torch.Tensor:
+    x, y = task.train
+    return _normalised(
+        knn_predict(x, y, task.features["test"], task.num_classes, k=task.neighbours(k), metric=metric)
+    )
+
+
+def predict_knn(task: ProbeTask) -> torch.Tensor:
+    """Cosine-weighted kNN (k = the run's ``knn_k``)."""
+    return _knn(task, task.knn_k, "cosine")
+
+
+def predict_knn_euclidean(task: ProbeTask) -> torch.Tensor:
+    """The study's kNN: Euclidean, k = 200, majority vote on raw features."""
+    return _knn(task, task.options.knn_euclidean_k, "euclidean")
+
+
+def predict_linear(task: ProbeTask) -> torch.Tensor:
+    """L-BFGS logistic regression on standardised features, L2 chosen on val."""
+    probe = fit_linear_probe(*task.train, task.features["val"], task.labels["val"])
+    return torch.softmax(probe.logits(task.features["test"]), dim=1)
+
+
+def predict_mlp(task: ProbeTask) -> torch.Tensor:
+    """The study's MLP head (512-BN-LeakyReLU) on frozen features."""
+    head, _ = fit_mlp_head(
+        *task.train,
+        task.features["val"],
+        task.labels["val"],
+        task.num_classes,
+        epochs=task.options.mlp_epochs,
+        seed=task.seed,
+    )
+    with torch.no_grad():
+        return torch.softmax(head(task.features["test"]), dim=1)
+
+
+def predict_finetune(task: ProbeTask) -> torch.Tensor:
+    """End-to-end fine-tuning of a copy of the encoder with a linear head, early-stopped on val."""
+    images, labels = task.data.train
+    subset = task.train_subset
+    ds = task.data.dataset
+    augment = BatchAugment(
+        images.shape[-1], ds.channels, ds.mean, ds.std, crop_scale=(0.5, 1.0), seed=task.seed
+    )
+    ids = torch.arange(len(subset))
+    model, _ = fine_tune(
+        task.encoder,
+        task.num_classes,
+        (images[subset], labels[subset]),
+        task.data.val,
+        lambda x: augment(x, ids[: len(x)]),
+        task.data.eval_transform,
+        epochs=task.options.finetune_epochs,
+        seed=task.seed,
+    )
+    return torch.softmax(extract_features(model, task.data.test[0], task.data.eval_transform), dim=1)
+
+
+PROTOCOLS: dict[str, Callable[[ProbeTask], torch.Tensor]] = {
+    "knn": predict_knn,
+    "knn_euclidean": predict_knn_euclidean,
+    "linear": predict_linear,
+    "mlp": predict_mlp,
+    "finetune": predict_finetune,
+}
+
+
+def _source_from_run(path: Path, weights: Path | None = None) -> Source:
+    run = read_run(path)
+    encoder = run.load_encoder(weights)
+    in_chans = next(p for p in encoder.parameters() if p.ndim == 4).shape[1]
+    name = path.name if weights is None else f"{path.name}/{weights.parent.name}"
+    data_config = (run.summary or {}).get("data_config")
+    return Source(name, encoder, run.config["backbone"], in_chans, run.config, data_config, path / SPLIT_FILE)
+
+
+def _source_from_export(name: str) -> Source:
+    model = zoo.load(name, features_only=True)
+    meta, cfg = model.zoo_metadata, model.pretrained_cfg
+    config = dict(meta.get("config") or {})
+    config.setdefault("dataset", meta.get("dataset", ""))
+    data_config = {k: cfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
+    architecture = cfg.get("architecture") or config.get("backbone")
+    return Source(Path(str(name)).name, model, architecture, cfg["input_size"][0], config, data_config)
+
+
+def resolve_source(target: str | Path) -> Source:
+    """A run directory, a checkpoint folder inside a run, an exported folder or a zoo name."""
+    path = Path(target)
+    if is_run(path) and (path / ENCODER_FILE).is_file():
+        return _source_from_run(path)
+    if is_run(path):
+        raise ValueError(
+            f"{path} is a run that has not finished (no {ENCODER_FILE}): evaluate one of its "
+            f"checkpoints ({path}/checkpoints/step_*) or continue it with --resume"
+        )
+    if (path / WEIGHTS_FILE).is_file() and is_run(path.parent.parent):  # <run>/checkpoints/step_*
+        return _source_from_run(path.parent.parent, path / WEIGHTS_FILE)
+    return _source_from_export(str(target))
+
+
+def _same_folder(a: str | None, b: str | None) -> bool:
+    return a is None or (b is not None and os.path.realpath(a) == os.path.realpath(b))
+
+
+def _labelled_config(source: Source, options: EvalOptions) -> tuple[dict, bool]:
+    """(the data configuration to probe on, whether it is the source run's own split)."""
+    own = source.config.get("dataset")
+    if options.dataset and options.dataset != own:
+        size = source.image_size or 224
+        return {
+            "dataset": options.dataset,
+            "image_size": size,
+            "dataset_options": dict(options.dataset_options),
+        }, False
+    if not own:
+        raise ValueError(f"{source.name} does not say which dataset it belongs to; pass --dataset")
+    config = monitor_config(source.config)
+    if config is None:
+        raise ValueError(
+            f"{source.name} was pre-trained on an unlabelled folder ({own}) without --eval-dataset: there are no "
+            "classes to probe; evaluate it on a labelled dataset: --dataset NAME --data-root DIR"
+        )
+    if options.dataset_options:
+        config["dataset_options"] = dict(options.dataset_options)
+    same_split = config["dataset"] == own and _same_folder(options.data_root, config.get("data_root"))
+    return config, same_split and not options.dataset_options
+
+
+def load_data(source: Source, options: EvalOptions) -> RunData:
+    """The source's own labelled data and split (a run's split.csv when the data is the run's own folder), or
+    ``options.dataset`` / another folder of the same kind with a fresh seeded split, at the encoder's input size
+    and normalisation. Probes are fitted on the classes of the data evaluated, not the source's classifier."""
+    config, own_split = _labelled_config(source, options)
+    config["channels"] = source.in_chans
+    if options.manifest in FRESH_SPLIT:
+        manifest = None
+    else:
+        manifest = options.manifest or (source.manifest if own_split else None)
+    data = load_run_data(
+        config, manifest=manifest, data_root=options.data_root, data_config=source.data_config
+    )
+    ds = data.dataset
+    if ds.channels != source.in_chans:
+        raise ValueError(
+            f"{source.name} takes {source.in_chans} channel(s), {ds.spec.name} has {ds.channels}"
+        )
+    label_names = getattr(source.encoder, "label_names", None)
+    if label_names and list(label_names) != list(ds.class_names):
+        log.info(
+            "%s's classifier (%s) is not used: the probes are fitted on %s's classes (%s)",
+            source.name,
+            ", ".join(label_names),
+            ds.spec.name,
+            ", ".join(ds.class_names),
+        )
+    return data
+
+
+def _local_weights(encoder: torch.nn.Module, weights: Path, architecture: str) -> torch.nn.Module:
+    try:
+        state = load_file(weights)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"--weights {weights} is not a readable safetensors file ({e})") from e
+    try:
+        missing, _ = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError(
+            f"--weights {weights} do not fit {architecture} ({str(e).splitlines()[1][:160]})"
+        ) from e
+    if missing:
+        raise ValueError(f"--weights {weights} lack {missing[:5]} for {architecture}")
+    return encoder
+
+
+def baseline_encoders(source: Source, options: EvalOptions) -> dict[str, torch.nn.Module]:
+    """The requested baselines, each one built or a ``ValueError`` saying how to get it (never a silent drop)."""
+    out, size = {}, source.image_size
+    if "random" in options.baselines:
+        torch.manual_seed(0)
+        out["random-init"] = zoo.create_backbone(
+            source.architecture, in_chans=source.in_chans, image_size=size
+        )
+    if "imagenet" in options.baselines:
+        if options.weights is not None:
+            encoder = zoo.create_backbone(source.architecture, in_chans=source.in_chans, image_size=size)
+            out["imagenet-supervised"] = _local_weights(encoder, options.weights, source.architecture)
+            return out
+        try:
+            out["imagenet-supervised"] = zoo.create_backbone(
+                source.architecture, in_chans=source.in_chans, pretrained=True, image_size=size
+            )
+        except (OSError, RuntimeError, ValueError) as e:  # no network: huggingface_hub / urllib errors
+            raise ValueError(
+                f"the imagenet baseline needs timm's ImageNet weights of {source.architecture}, which cannot be "
+                f"downloaded here ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download them on a "
+                "connected machine (they are cached under HF_HOME) or pass --weights FILE.safetensors, or leave "
+                "the baseline out (--baselines random)"
+            ) from e
+    return out
+
+
+def evaluate_encoder(
+    encoder, data: RunData, options: EvalOptions, knn_k: int
+) -> tuple[list[dict], torch.Tensor]:
+    """Every protocol × fraction × seed on features extracted once; returns (rows, test features)."""
+    transform = data.eval_transform
+    features = {s: extract_features(encoder, x, transform) for s, (x, _) in data.splits.items()}
+    labels = {s: y for s, (_, y) in data.splits.items()}
+    rows = []
+    for fraction in options.fractions:
+        for seed in options.seeds if fraction < 1 else options.seeds[:1]:
+            subset = label_fraction_indices(labels["train"], fraction, seed, data.dataset.class_names)
+            task = ProbeTask(encoder, data, features, labels, subset, seed, options, knn_k)
+            for protocol in options.protocols:
+                rows.append(_run_protocol(task, protocol, fraction))
+    return rows, features["test"]
+
+
+def _run_protocol(task: ProbeTask, protocol: str, fraction: float) -> dict:
+    probabilities = PROTOCOLS[protocol](task)
+    labels, num_classes = task.labels["test"], task.num_classes
+    row = {"protocol": protocol, "fraction": fraction, "seed": task.seed}
+    row.update(classification_metrics(probabilities, labels, num_classes))
+    if protocol in ("knn", "knn_euclidean"):
+        requested = task.knn_k if protocol == "knn" else task.options.knn_euclidean_k
+        row["k"] = task.neighbours(requested)
+        if row["k"] < requested:
+            log.warning(
+                "%s at %g%% labels: k = %d is more than the smallest class's %d labelled examples; used k = %d "
+                "(a larger k votes the majority class for every query)",
+                protocol,
+                100 * fraction,
+                requested,
+                row["k"],
+                row["k"],
+            )
+    if protocol == "linear" and fraction == 1.0:
+        row["roc"] = roc_points(probabilities, labels, num_classes)
+    log.info("%-13s %5.0f%% seed %d: accuracy %.3f", protocol, 100 * fraction, task.seed, row["accuracy"])
+    return row
+
+
+def roc_points(probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple | None:
+    """(fpr, tpr, auc) — binary, or micro-averaged one-vs-rest for several classes."""
+    from sklearn.metrics import auc, roc_curve
+
+    y = labels.numpy()
+    if len(np.unique(y)) < 2:
+        return None
+    if num_classes == 2:
+        fpr, tpr, _ = roc_curve(y, probabilities[:, 1].numpy())
+    else:
+        onehot = np.eye(num_classes)[y]
+        fpr, tpr, _ = roc_curve(onehot.ravel(), probabilities.numpy().ravel())
+    return fpr.tolist(), tpr.tolist(), float(auc(fpr, tpr))
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """Mean ± std over seeds per (encoder, protocol, fraction)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["encoder"], r["protocol"], r["fraction"]), []).append(r)
+    out = []
+    for (encoder, protocol, fraction), items in groups.items():
+        summary = {"encoder": encoder, "protocol": protocol, "fraction": fraction, "seeds": len(items)}
+        for key in METRIC_KEYS:
+            values = [r[key] for r in items if r[key] is not None]
+            summary[key] = float(np.mean(values)) if values else None
+            summary[f"{key}_std"] = float(np.std(values)) if values else None
+        out.append(summary)
+    return out
+
+
+def _output_dir(target: str | Path, source: Source, options: EvalOptions) -> Path:
+    if options.output_dir:
+        return Path(options.output_dir)
+    return Path(target) / EVAL_DIR if is_run(target) else Path(EVAL_DIR) / source.name
+
+
+def evaluate(target: str | Path, options: EvalOptions | None = None) -> dict:
+    """Evaluate ``target`` (see the module docstring); the result is also written to the output folder."""
+    options = options or EvalOptions()
+    source = resolve_source(target)
+    data = load_data(source, options)
+    knn_k = options.knn_k or source.config.get("knn_k", STUDY_KNN_K)
+    encoders = {"ssl": source.encoder, **baseline_encoders(source, options)}  # before the work: fail early
+    rows, test_features = [], {}
+    for name, encoder in encoders.items():
+        log.info("evaluating %s (%s)", name, source.architecture)
+        encoder_rows, test_features[name] = evaluate_encoder(encoder.eval(), data, options, knn_k)
+        rows += [{"encoder": name, **r} for r in encoder_rows]
+    out_dir = _output_dir(target, source, options)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    roc = {r["encoder"]: r.pop("roc") for r in rows if r.get("roc")}
+    for r in rows:
+        r.pop("roc", None)
+    result = {
+        "source": source.name,
+        "dataset": data.dataset.spec.name,
+        "classes": data.dataset.class_names,
+        "counts": data.dataset.counts(),
+        "architecture": source.architecture,
+        "protocols": list(options.protocols),
+        "fractions": list(options.fractions),
+        "seeds": list(options.seeds),
+        "summary": aggregate(rows),
+        "runs": rows,
+        "roc": roc,
+    }
+    atomic_write_json(out_dir / "metrics.json", result)
+    write_report(result, out_dir / "results.md")
+    if options.plots:
+        write_plots(result, test_features, data.test[1], out_dir)
+    log.info("wrote %s", out_dir)
+    return result
