@@ -12,9 +12,12 @@ safetensors are ever loaded — never pickles.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
+import socket
 import threading
+import urllib.parse
 from pathlib import Path
 
 import timm
@@ -68,13 +71,42 @@ def _within(deadline: float, function, *args, **kwargs):
     return outcome["value"]
 
 
-def _fetch(repo_id: str, filename: str, revision: str | None, deadline: float) -> Path:
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable(endpoint: str, timeout: float) -> str | None:
+    """Why ``endpoint`` cannot be reached at all (no DNS, connection refused, no route), or None.
+
+    One TCP connection, bounded by ``timeout``: without it huggingface_hub retries a failed name lookup for about
+    half a minute per file before falling back to its cache. Behind a proxy the proxy decides, so nothing is
+    checked."""
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return None
+    url = urllib.parse.urlsplit(endpoint)
+    try:
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout
+        ).close()
+    except OSError as e:
+        return e.strerror or str(e) or type(e).__name__
+    return None
+
+
+def _fetch(repo_id: str, filename: str, revision: str | None, deadline: float, local_only: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
     check_revision(revision)  # the one gate before huggingface_hub writes refs/<revision> in its cache
     timeout = min(10.0, deadline)
     return Path(
-        _within(deadline, hf_hub_download, repo_id, filename, revision=revision, etag_timeout=timeout)
+        _within(
+            deadline,
+            hf_hub_download,
+            repo_id,
+            filename,
+            revision=revision,
+            etag_timeout=timeout,
+            local_files_only=local_only,
+        )
     )
 
 
@@ -92,19 +124,27 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
 
     deadline = _hub_timeout()
     check_revision(revision, f"{name}: revision")
+    unreachable = (
+        None if constants.HF_HUB_OFFLINE else hub_unreachable(constants.ENDPOINT, min(5.0, deadline))
+    )
+    local_only = constants.HF_HUB_OFFLINE or unreachable is not None  # the cache only: nothing to retry
     try:
-        config = _fetch(repo_id, CONFIG_FILE, revision, deadline)
+        config = _fetch(repo_id, CONFIG_FILE, revision, deadline, local_only)
         # snapshots/<commit sha>/config.json: pin the other files to it (what the server answered, checked)
         commit = check_commit(config.parent.name, f"{name}: the commit {repo_id} resolved to")
-        _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline)
-        with contextlib.suppress(EntryNotFoundError):  # the card is optional for loading
-            _fetch(repo_id, CARD_FILE, commit, deadline)
+        _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline, local_only)
+        with contextlib.suppress(EntryNotFoundError, LocalEntryNotFoundError):  # the card is optional
+            _fetch(repo_id, CARD_FILE, commit, deadline, local_only)
         return config.parent
     except LocalEntryNotFoundError as e:
-        offline = constants.HF_HUB_OFFLINE
+        why = (
+            "HF_HUB_OFFLINE is set"
+            if constants.HF_HUB_OFFLINE
+            else f"the Hub ({constants.ENDPOINT}) cannot be reached"
+        )
         raise ModelNotAvailableError(
-            f"{name}: {repo_id}@{revision or 'main'} is not in the local cache and "
-            + ("HF_HUB_OFFLINE is set" if offline else f"the Hub ({constants.ENDPOINT}) cannot be reached")
+            f"{name}: {repo_id}@{revision or 'main'} is not in the local cache and {why}"
+            + (f" ({unreachable})" if unreachable else "")
             + f". Pre-fetch it on a connected machine with `hf download {repo_id}"
             + (f" --revision {revision}" if revision else "")
             + "` (same HF_HOME), or set HF_ENDPOINT to a mirror."
@@ -157,9 +197,31 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, local_path
         )
     if entry is not None:
         return _download(entry.repo_id, revision or entry.revision, name)
+    if local_paths:
+        _refuse_missing_local_path(name, path)
     if is_hub_id(name) and not (local_paths and path.exists()):
         return _download(name, revision, name)
     raise _unknown(name, local_paths)
+
+
+def _refuse_missing_local_path(name: str, path: Path) -> None:
+    """A name only meant as a path here (``./x``, ``/x``, ``~/x``, or ``a/b`` where a folder ``a`` exists in the
+    working directory) that does not exist: say so at once, with close names, instead of asking the Hub for it."""
+    local = name.startswith((".", "/", "~", os.sep)) or (is_hub_id(name) and path.parent.is_dir())
+    if not local or path.exists():
+        return
+    parent = path.parent
+    siblings = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, siblings, n=3, cutoff=0.6)
+    hint = f" Close names in {parent}/: {', '.join(close)}." if close else ""
+    where = (
+        f"{parent}/ exists but holds no {path.name}"
+        if parent.is_dir()
+        else f"{parent}/ does not exist either"
+    )
+    raise ModelNotAvailableError(
+        f"no folder {name} ({where}); a local path was meant, so the Hub was not asked.{hint}"
+    )
 
 
 def _weights_header(folder: Path) -> dict:

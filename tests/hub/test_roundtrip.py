@@ -131,6 +131,42 @@ def test_registry_name_resolves_through_the_mirror_and_offline_cache(
         zoo.load("medssl-test/never-downloaded")
 
 
+def test_an_unreachable_hub_answers_from_the_cache_at_once(tiny_export, hub_server, monkeypatch):
+    """19.6: no DNS / connection refused, HF_HUB_OFFLINE unset: the cache answers, huggingface_hub is asked for the
+    local copy only (no retries), and a model never downloaded is one line naming the endpoint."""
+    import huggingface_hub
+
+    sha = push(tiny_export, "medssl-test/reachable-once", api=HfApi(endpoint=hub_server.url))
+    online = zoo.load("medssl-test/reachable-once", revision=sha)
+    calls = []
+    real = huggingface_hub.hf_hub_download
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: calls.append(k) or real(*a, **k))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9 (discard)
+    cached = zoo.load("medssl-test/reachable-once", revision=sha)
+    assert torch.equal(cached.state_dict()["fc.weight"], online.state_dict()["fc.weight"])
+    assert calls and all(k["local_files_only"] for k in calls)
+    with pytest.raises(
+        zoo.ModelNotAvailableError, match=r"the Hub \(http://127.0.0.1:9\) cannot be reached \("
+    ):
+        zoo.load("medssl-test/never-downloaded")
+
+
+def test_a_mistyped_local_path_never_asks_the_hub(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "histo_10").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    load_module = sys.modules["zoo.load"]  # the module (zoo.load is also the function)
+    monkeypatch.setattr(
+        load_module, "_download", lambda *a: pytest.fail("the Hub was asked for a local path")
+    )
+    for typo in ("runs/histo_1", "./runs/histo_1", str(tmp_path / "runs" / "histo_1")):
+        with pytest.raises(
+            zoo.ModelNotAvailableError, match="a local path was meant, so the Hub was not asked"
+        ):
+            zoo.load(typo)
+    with pytest.raises(zoo.ModelNotAvailableError, match="Close names in runs/: histo_10"):
+        zoo.load("runs/histo_1O")
+
+
 def test_unpublished_registry_name_says_how_to_publish(olah):
     with pytest.raises(zoo.ModelNotAvailableError, match=r"not published yet.*hub.export.*hub.push"):
         zoo.load("vicreg-breast")
