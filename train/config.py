@@ -1,8 +1,8 @@
 """The pre-training configuration: one dataclass, read from a YAML recipe and overridden by CLI flags.
 
-A *recipe* is a YAML file of configuration keys (``train/recipes/<name>.yaml`` or any path); the *resolved
+A *recipe* is a YAML file of configuration keys (one shipped in ``recipes/`` beside this module, or any path); the *resolved
 configuration* (recipe + flags) is what a run stores as its ``config.yaml``. Every field's help text lives
-next to it, here, and is what ``python train/pretrain.py --help`` prints.
+next to it, here, and is what ``medssl-pretrain --help`` prints.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class PretrainConfig:
         if self.export_name is not None and not is_model_name(self.export_name):
             raise ValueError(
                 f"export_name must be a plain model name (letters, digits, . _ -), not a path: {self.export_name!r}; "
-                "exports go into $ZOO_HOME/<export_name> (use `python -m hub.export RUN DIR` for another folder)"
+                "exports go into $ZOO_HOME/<export_name> (use `medssl-export RUN_DIR OUT_DIR` for another folder)"
             )
         self._check_method_options()
         if self.eval_dataset is not None and (

@@ -1,4 +1,4 @@
-"""``python -m zoo list [PATTERN] | info NAME | load NAME`` — the model zoo from the shell."""
+"""``medssl-zoo list [PATTERN] | info NAME | load NAME`` (or ``python -m zoo``) — the model zoo from the shell."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ import zoo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m zoo", description="MedSSL Zoo models.")
+    parser = argparse.ArgumentParser(prog="medssl-zoo", description="MedSSL Zoo models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered and locally exported models").add_argument("pattern", nargs="?")
-    for name in ("info", "load"):
-        p = sub.add_parser(name, help=f"{name} a model (name, folder or org/repo)")
-        p.add_argument("model")
-        p.add_argument("--revision")
+    listing = sub.add_parser("list", help="registered and locally exported models")
+    listing.add_argument("pattern", nargs="?", help="a shell pattern such as 'vicreg-*'")
+    helps = {
+        "info": "show a model's registry entry and config (downloads config.json only)",
+        "load": "load a model and print its architecture, size and classes",
+    }
+    for name, text in helps.items():
+        p = sub.add_parser(name, help=text)
+        p.add_argument("model", help="a zoo name, an exported folder or a Hub repo id (org/name)")
+        p.add_argument("--revision", help="a branch, tag or 40-character commit sha")
     args = parser.parse_args(argv)
     try:
         if args.command == "list":

@@ -170,7 +170,7 @@ def _unknown(name: str, local_paths: bool) -> ModelNotAvailableError:
     return ModelNotAvailableError(
         f"unknown model {name!r}: {where}not a registered name, not a Hub repo id (org/name)."
         + (f" Close names: {', '.join(close)}." if close else "")
-        + " `python -m zoo list` shows the available names."
+        + " `medssl-zoo list` shows the available names."
     )
 
 
@@ -191,9 +191,9 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, local_path
     if entry is not None and not entry.published:
         raise ModelNotAvailableError(
             f"{name} is registered but its weights are not published yet ({entry.repo_id}). Produce it with "
-            f"`accelerate launch train/pretrain.py --recipe {name} --data-root DATA`, export it "
-            f"with `python -m hub.export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
-            f"`python -m hub.push $ZOO_HOME/{name} {entry.repo_id}`."
+            f"`medssl-pretrain --recipe {name} --data-root DATA`, export it "
+            f"with `medssl-export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
+            f"`medssl-push $ZOO_HOME/{name} {entry.repo_id}`."
         )
     if entry is not None:
         return _download(entry.repo_id, revision or entry.revision, name)
@@ -234,7 +234,7 @@ def _weights_header(folder: Path) -> dict:
             else "it is missing"
         )
         raise ValueError(
-            f"{folder}: no {WEIGHTS_FILE} ({why}). Re-export the model with `python -m hub.export`."
+            f"{folder}: no {WEIGHTS_FILE} ({why}). Re-export the model with `medssl-export RUN_DIR OUT_DIR`."
         )
     return read_header(weights)
 

@@ -1,7 +1,8 @@
 """The model registry: short names (``<method>-<dataset>``) → Hub repo id + revision.
 
 The study's twelve models are registered here. They are **not published yet**: until their weights are pushed
-(``train/pretrain.py --config NAME`` + ``python -m hub.export`` + ``python -m hub.push``), loading one gives an error that says how to produce it — never
+(``medssl-pretrain --recipe NAME`` + ``medssl-export`` + ``medssl-push``), loading one gives an error that says how
+to produce it — never
 a silently random model. Users add their own with :func:`register` or a registry file named by
 ``$ZOO_REGISTRY`` (YAML or JSON: ``{name: {repo_id: ..., revision: ...}}``).
 """

@@ -168,7 +168,10 @@ def test_a_mistyped_local_path_never_asks_the_hub(tmp_path, monkeypatch):
 
 
 def test_unpublished_registry_name_says_how_to_publish(olah):
-    with pytest.raises(zoo.ModelNotAvailableError, match=r"not published yet.*hub.export.*hub.push"):
+    with pytest.raises(
+        zoo.ModelNotAvailableError,
+        match=r"not published yet.*medssl-pretrain --recipe vicreg-breast.*medssl-export.*medssl-push",
+    ):
         zoo.load("vicreg-breast")
 
 

@@ -125,9 +125,7 @@ def test_register_and_device(export_copy, monkeypatch):
 
 
 def test_unknown_name_says_how_to_list_the_names():
-    with pytest.raises(
-        zoo.ModelNotAvailableError, match=r" `python -m zoo list` shows the available names\.$"
-    ):
+    with pytest.raises(zoo.ModelNotAvailableError, match=r" `medssl-zoo list` shows the available names\.$"):
         zoo.load("vicreg-brest")
     with pytest.raises(zoo.ModelNotAvailableError) as refused:  # not a valid name: nothing to compare it with
         zoo.load("vicreg-breast!")
