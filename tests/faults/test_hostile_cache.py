@@ -134,7 +134,7 @@ def test_the_temporary_is_created_exclusively_never_through_a_link(tmp_path, cac
     assert str(e.value).startswith(f"[Errno 17] {planted[0]} appeared")
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_zoo_imports_and_caches_where_there_is_no_fcntl(cache, root):
     out = run_script(
         f"""
@@ -153,7 +153,7 @@ print(len(images))
 # 2. a full disk
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(cache, root):
     limit = 64 * 1024  # RLIMIT_FSIZE: a file may not grow past 64 KiB, as on a disk that is full
     out = run_script(
@@ -251,7 +251,7 @@ def test_the_cache_is_bounded_least_recently_used_first(cache, root, monkeypatch
     assert sum(p.stat().st_size for p in cache.iterdir()) <= limit
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_entries_in_use_or_being_built_are_never_evicted(cache, root, monkeypatch, caplog):
     ds = load_dataset("crc", root)
     built = {}

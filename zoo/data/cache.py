@@ -68,10 +68,12 @@ def decoded_split(
     entry = Entry(folder, request.key())
     found = _reuse(entry, request)
     if isinstance(found, Decoded):
+        log.info("reusing the decoded cache %s (%d images)", entry.data, len(found.images))
         return found
     with _build_lock(entry, request, found):
         found = _reuse(entry, request)  # another process may have built it while this one waited
         if isinstance(found, Decoded):
+            log.info("reusing the decoded cache %s, just built by another process", entry.data)
             return found
         if found is not None:
             log.warning("the decoded cache %s is unusable (%s): decoding it again", entry.data, found)
@@ -97,7 +99,6 @@ def _reuse(entry: Entry, request: CacheRequest) -> Decoded | str | None:
             os.utime(entry.record, follow_symlinks=False)
     except OSError:
         pass
-    log.info("reusing the decoded cache %s (%d images)", entry.data, len(found.images))
     return found
 
 
