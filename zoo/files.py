@@ -24,12 +24,14 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
 __all__ = [
     "TEMP_MARK",
     "FileTooLargeError",
+    "atomic_file",
     "atomic_folder",
     "atomic_savefig",
     "atomic_write_bytes",
@@ -39,6 +41,8 @@ __all__ = [
     "file_lock",
     "is_temporary",
     "load_yaml",
+    "lock_exclusive_now",
+    "lock_shared",
     "read_bytes",
     "read_json",
     "read_text",
@@ -120,13 +124,15 @@ def remove_stale_temporaries(folder: str | Path, stem: str = "") -> list[Path]:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path, binary: bool) -> Iterator:
-    """A new temporary sibling of ``path`` open for writing; renamed over ``path`` when the block succeeds,
-    removed when it fails."""
+def _exclusive(path: Path, binary: bool, readable: bool = False) -> Iterator:
+    """A new temporary sibling of ``path`` open for writing (and reading); renamed over ``path`` when the block
+    succeeds, removed when it fails."""
     tmp = temporary_path(path)
-    fd = os.open(tmp, _EXCLUSIVE, umask_mode() | 0o600)
+    flags = (_EXCLUSIVE & ~os.O_WRONLY) | os.O_RDWR if readable else _EXCLUSIVE
+    mode = ("r+b" if readable else "wb") if binary else "w"
+    fd = os.open(tmp, flags, umask_mode() | 0o600)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -140,6 +146,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename: the file is whole or absent."""
     with _exclusive(Path(path), binary=True) as f:
         f.write(data)
+
+
+def atomic_file(path: str | Path) -> contextlib.AbstractContextManager[BinaryIO]:
+    """A new, empty temporary sibling of ``path`` open for reading and writing (to size, memory-map and fill in
+    place), created exclusively like every temporary file; renamed over ``path`` when the block succeeds, removed
+    when it fails (close any memory map of it inside the block)."""
+    return _exclusive(Path(path), binary=True, readable=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -279,8 +292,35 @@ def check_free_space(folder: str | Path, needed: int, what: str) -> None:
 
 
 def file_lock(path: str | Path, timeout: float = -1):
-    """An exclusive inter-process lock on ``path`` (``filelock``: never follows a link, never truncates, works on
-    every OS); use as a context manager."""
+    """An exclusive inter-process lock on ``path`` (``filelock`` >= 3.20.3: never follows a link, never truncates,
+    works on every OS); use as a context manager."""
     from filelock import FileLock
 
     return FileLock(str(path), timeout=timeout)
+
+
+def lock_shared(fd: int) -> bool:
+    """A shared lock on the open file ``fd`` (``flock``, not waiting), held until every descriptor of that open
+    file is closed, a memory map's own included: readers mark a file as in use with it. False when someone holds
+    it exclusively."""
+    return _flock_now(fd, exclusive=False)
+
+
+def lock_exclusive_now(fd: int) -> bool:
+    """An exclusive lock on the open file ``fd`` if nobody holds any (``flock``, not waiting): False while a
+    :func:`lock_shared` reader uses the file."""
+    return _flock_now(fd, exclusive=True)
+
+
+def _flock_now(fd: int, exclusive: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): there an open or mapped file cannot be deleted anyway
+        return True
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without flock (ENOLCK): nothing to hold
+        return True
+    return True

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 
 from zoo.data import synthetic
 from zoo.data._registry import DatasetSpec, get_dataset_spec
-from zoo.data.cache import decoded_split, parallel_fill, split_key
+from zoo.data.cache import decoded_split, parallel_fill
+from zoo.data.cache_entry import CacheRequest
 from zoo.data.images import ImageDecodeError, read_image
 from zoo.data.layout import candidate_roots, find_child, list_image_paths, list_images, subfolders
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
@@ -132,30 +133,41 @@ class MedicalDataset:
                 log.warning("skipping %s", e)
                 return None
 
-        fill = parallel_fill(decode_one, len(idx), num_threads or os.cpu_count() or 1, progress)
+        workers = num_threads or os.cpu_count() or 1
         if cache == "disk" and self.base is not None and idx:
-            files = [self.base / self.records[i].key for i in idx]
-            key = split_key(self.spec.name, files, labels, size, self.channels)
-            images, kept_labels = decoded_split(key, len(idx), shape, labels, fill)
+            files = [self.records[i].key for i in idx]
+            request = CacheRequest.of(self.spec.name, self.base, split, files, labels, size, self.channels)
+            images, kept_labels, bad = decoded_split(request, decode_one, workers, progress)
         else:
             out = torch.empty((len(idx), *shape), dtype=torch.uint8)
-            good = fill(out.numpy())
+            good = parallel_fill(decode_one, len(idx), workers, progress)(out.numpy())
             images = out if len(good) == len(idx) else out[good]  # no copy unless something was unreadable
             kept_labels = torch.tensor([labels[k] for k in good], dtype=torch.long)
+            bad = sorted(set(range(len(idx))) - set(good))
 
-        self._check_unreadable(split, len(idx), len(images))
+        self._check_unreadable(split, len(idx), [self.records[idx[k]].key for k in bad])
         return images, kept_labels
 
-    def _check_unreadable(self, split: str, total: int, readable: int) -> None:
-        bad = total - readable
+    def _check_unreadable(self, split: str, total: int, unreadable: list[str]) -> None:
+        """Name the unreadable files (also when a disk cache built earlier skipped them); more than
+        ``MAX_BAD_FRACTION`` of them (and more than one) is an error."""
+        bad = len(unreadable)
         if bad:
-            log.warning("%s/%s: skipped %d unreadable of %d images", self.spec.name, split, bad, total)
+            log.warning(
+                "%s/%s: skipped %d unreadable of %d images: %s",
+                self.spec.name,
+                split,
+                bad,
+                total,
+                ", ".join(unreadable),
+            )
         if bad > max(1.0, MAX_BAD_FRACTION * total):
             raise ValueError(
                 f"{bad} of {total} images in the {split} split of {self.spec.name} could not be read "
-                f"(more than {MAX_BAD_FRACTION:.0%}); check the files (see the log for their names)."
+                f"(more than {MAX_BAD_FRACTION:.0%}); check the files, e.g. {', '.join(unreadable[:3])} "
+                f"(the log names all {bad})."
             )
-        if total and not readable:
+        if total and bad == total:
             raise ValueError(f"the {split} split of {self.spec.name} has no readable image")
 
 
