@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from zoo.files import atomic_savefig, atomic_write_text
+from zoo.optional import available, install_hint
+from zoo.tables import markdown_table as table
+
+log = logging.getLogger("evaluate")
+COLUMNS = (
+    "encoder",
+    "protocol",
+    "labels",
+    "accuracy",
+    "balanced acc.",
+    "F1 (weighted)",
+    "F1 (macro)",
+    "AUROC",
+    "seeds",
+)
 
 __all__ = ["write_report", "write_plots", "markdown_table"]
 
@@ -17,17 +35,22 @@ def _fmt(value, std=None) -> str:
 
 
 def markdown_table(summary: list[dict]) -> str:
-    lines = [
-        "| encoder | protocol | labels | accuracy | balanced acc. | F1 (weighted) | F1 (macro) | AUROC | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in sorted(summary, key=lambda r: (r["encoder"], r["protocol"], r["fraction"])):
-        lines.append(
-            f"| {r['encoder']} | {r['protocol']} | {r['fraction']:.0%} | {_fmt(r['accuracy'], r['accuracy_std'])} | "
-            f"{_fmt(r['balanced_accuracy'])} | {_fmt(r['f1_weighted'])} | {_fmt(r['f1_macro'])} | "
-            f"{_fmt(r['auroc'])} | {r['seeds']} |"
+    """The evaluation summary (mean ± std over seeds) as a Markdown table."""
+    rows = [
+        (
+            r["encoder"],
+            r["protocol"],
+            f"{r['fraction']:.0%}",
+            _fmt(r["accuracy"], r["accuracy_std"]),
+            _fmt(r["balanced_accuracy"]),
+            _fmt(r["f1_weighted"]),
+            _fmt(r["f1_macro"]),
+            _fmt(r["auroc"]),
+            r["seeds"],
         )
-    return "\n".join(lines)
+        for r in sorted(summary, key=lambda r: (r["encoder"], r["protocol"], r["fraction"]))
+    ]
+    return table(COLUMNS, rows)
 
 
 def write_report(result: dict, path: Path) -> None:
@@ -37,18 +60,20 @@ def write_report(result: dict, path: Path) -> None:
         + markdown_table(result["summary"])
         + "\n"
     )
-    path.write_text(text)
+    atomic_write_text(path, text)
 
 
 def _savefig(fig, path: Path) -> None:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_savefig(fig, path, dpi=100, bbox_inches="tight")
 
 
 def write_plots(
     result: dict, test_features: dict[str, torch.Tensor], test_labels: torch.Tensor, out: Path
 ) -> None:
+    """Confusion matrix, label-fraction curve, t-SNE and ROC as PNGs (skipped, with a line, without matplotlib)."""
+    if not available("matplotlib"):
+        log.warning("no plots: matplotlib is not installed (%s)", install_hint("matplotlib"))
+        return
     import matplotlib
 
     matplotlib.use("Agg")
