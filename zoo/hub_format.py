@@ -13,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from timm.models import PretrainedCfg
+from timm.models import PretrainedCfg, filter_pretrained_cfg
 
 from zoo.backbones import check_architecture, size_kwargs
 
@@ -107,7 +107,8 @@ def make_config(
     """A timm ``config.json``: the architecture's default cfg with every ImageNet-specific field replaced by the
     run's own (input size, mean/std, crop, interpolation, licence, classes); ``model_args`` rebuild the model
     (``in_chans``, and ``img_size`` for ViTs trained at another size)."""
-    cfg = {k: v for k, v in default_cfg.items() if k in PRETRAINED_CFG_KEYS and k not in IMAGENET_ONLY}
+    ours = {k: v for k, v in default_cfg.items() if k in PRETRAINED_CFG_KEYS and k not in IMAGENET_ONLY}
+    cfg = filter_pretrained_cfg(ours, remove_source=True)  # as timm's own save_for_hf writes it (no nulls)
     cfg.update(
         input_size=list(data_config["input_size"]),
         mean=list(data_config["mean"]),
