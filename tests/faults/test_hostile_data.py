@@ -3,6 +3,9 @@ manifests that are not manifests, DICOMs inside an archive, and a bad ZOO_HUB_TI
 data or one clear error, within bounds measured in a fresh process; a regression fails in seconds (timeouts)."""
 
 import io
+import logging
+import os
+import sys
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -10,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from zoo.data import load_dataset
+from tests.faults import corpus
+from tests.zoo.data import trees
+from zoo.data import ImageDecodeError, load_dataset, read_image
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
@@ -215,3 +221,165 @@ def test_pickled_and_damaged_members_are_refused(tmp_path):
     (tmp_path / "z.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="z.npz is not a .npz file"):
         load_dataset("medmnist", tmp_path / "z.npz")
+
+
+# ---------------------------------------------------------------- folder trees
+
+
+def diamond(top: Path, levels: int = 25) -> list[Path]:
+    """Folders L0…L{levels-1}, one image each, and in each two links (a, b) to the next: 2^levels paths."""
+    images = []
+    for k in range(levels):
+        images.append(trees.image(top / f"L{k}" / f"img{k}.png", seed=k, size=(8, 8)))
+    for k in range(levels - 1):
+        for name in ("a", "b"):
+            (top / f"L{k}" / name).symlink_to(top / f"L{k + 1}", target_is_directory=True)
+    return images
+
+
+@pytest.mark.timeout(20)
+def test_a_diamond_of_links_is_read_once_per_real_folder(tmp_path):
+    root = tmp_path / "data"
+    diamond(root)
+    ds = load_dataset("folder", root)
+    assert sorted(r.key for r in ds.records) == sorted(f"L{k}/img{k}.png" for k in range(25))  # own names
+
+
+@pytest.mark.timeout(20)
+def test_a_diamond_outside_the_root_is_followed_once_through_links(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    outside = tmp_path / "outside"
+    images = diamond(outside)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "start").symlink_to(outside / "L0", target_is_directory=True)
+    ds = load_dataset("folder", root)
+    listed = {os.path.realpath(ds.base / r.key) for r in ds.records}
+    assert len(ds.records) == 25 and listed == {os.path.realpath(p) for p in images}
+    assert "skipped 24 links to folders read already" in caplog.text  # each L{k}'s second link
+
+
+@pytest.mark.timeout(20)
+def test_links_back_up_and_across_are_followed_once_in_a_labelled_tree(tmp_path):
+    root = trees.imagefolder(tmp_path / "data")
+    (root / "cats" / "up").symlink_to(tmp_path, target_is_directory=True)  # above the root
+    (root / "dogs" / "cats").symlink_to(root / "cats", target_is_directory=True)
+    ds = load_dataset("imagefolder", root)
+    assert sum(map(sum, ds.counts().values())) == 18 + 6  # dogs/cats lists cats' six once more, nothing else
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_named_like_an_image_is_skipped_by_name_and_never_opened(tmp_path, caplog):
+    root = trees.imagefolder(tmp_path / "data", per_class=4)
+    os.mkfifo(root / "cats" / "stuck.png")
+    os.mkfifo(root / "dogs" / "stuck.dcm")
+    ds = load_dataset("imagefolder", root)
+    assert sorted(r.key for r in ds.records) == sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*.jpg")
+    )
+    assert "skipped 2 entries that are neither regular files nor folders (pipes" in caplog.text
+    assert "cats/stuck.png" in caplog.text and "dogs/stuck.dcm" in caplog.text
+    with pytest.raises(ImageDecodeError, match="stuck.png: not a regular file"):
+        read_image(root / "cats" / "stuck.png")
+    with pytest.raises(ImageDecodeError, match="stuck.dcm: not a readable DICOM file .*not a regular file"):
+        read_image(root / "dogs" / "stuck.dcm")
+    assert sum(len(ds.decode(s, 8)[0]) for s in SPLITS) == 12
+
+
+def deep_tree(top: Path, depth: int) -> Path:
+    """``top/d/d/…/d`` ``depth`` folders deep (built one mkdir at a time: os.makedirs recurses)."""
+    path = str(top)
+    os.mkdir(path)
+    for _ in range(depth):
+        path = os.path.join(path, "d")
+        os.mkdir(path)
+    return Path(path)
+
+
+def remove_deep_tree(top: Path) -> None:
+    """Our own deep tree, bottom up, without recursion (os.walk and shutil.rmtree recurse on Python 3.11: left
+    behind, it would break pytest's removal of old temporary folders)."""
+    if not top.is_dir():
+        return
+    chain = [str(top)]
+    while os.path.isdir(os.path.join(chain[-1], "d")):
+        chain.append(os.path.join(chain[-1], "d"))
+    for folder in reversed(chain):
+        for name in os.listdir(folder):
+            if name != "d":
+                os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+@pytest.mark.timeout(60)
+def test_a_tree_1100_folders_deep_is_walked_without_recursion(tmp_path):
+    root = tmp_path / "deep"
+    try:
+        bottom = deep_tree(root, 1100)
+        trees.image(bottom / "bottom.png", size=(8, 8))
+        trees.image(root / "top.png", seed=1, size=(8, 8))
+        ds = load_dataset("folder", root)
+        keys = sorted(r.key for r in ds.records)
+        assert keys == sorted(["top.png", "d/" * 1100 + "bottom.png"])
+        assert len(ds.decode("train", 8)[0]) == 2
+    finally:
+        remove_deep_tree(root)
+
+
+def test_skipped_files_are_named_in_one_bounded_line_per_reason(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="zoo.data.walk")
+    root = tmp_path / "archive"
+    for i in range(4):
+        trees.image(root / "scans" / f"{i}.png", seed=i, size=(8, 8))
+    trees.junk(root / "scans")
+    (root / "__MACOSX").mkdir()
+    for i in range(300):
+        (root / "scans" / f"._{i}.png").write_bytes(b"\x00\x05\x16\x07")
+    (root / "notes.txt").write_text("not an image")
+    load_dataset("folder", root)
+    lines = [r.getMessage() for r in caplog.records if r.name == "zoo.data.walk"]
+    assert len(lines) == 2, lines  # one per reason, not one per file
+    junk = next(line for line in lines if "junk" in line)
+    assert "skipped 303 junk files and folders (hidden, ._*, __MACOSX)" in junk and "and 298 more" in junk
+    assert "__MACOSX" in junk and len(junk) < 1000
+    assert any("skipped 1 files that are not images" in line and "notes.txt" in line for line in lines)
+
+
+# ---------------------------------------------------------------- DICOMs in a folder archive
+
+
+def mixed_archive(root: Path) -> dict[str, np.ndarray]:
+    """PNGs, a .dcm and a suffix-less DICOM (as PACS exports name them), with the pixels each must give."""
+    expected = {}
+    root.mkdir()
+    for i in range(2):
+        array = np.random.default_rng(i).integers(0, 256, (12, 10), dtype=np.uint8)
+        Image.fromarray(array).save(root / f"photo{i}.png")
+        expected[f"photo{i}.png"] = array
+    ramp = np.arange(0, 200, dtype=np.uint8).reshape(10, 20)
+    corpus.dicom(root / "ct.dcm", ramp)
+    (root / "series").mkdir()
+    corpus.dicom(root / "series" / "IM0001", ramp[::-1].copy())
+    rescaled = np.rint((ramp.astype(float) - ramp.min()) * 255 / (ramp.max() - ramp.min())).astype(np.uint8)
+    expected["ct.dcm"], expected["series/IM0001"] = rescaled, rescaled[::-1]
+    return expected
+
+
+def test_dicoms_in_a_mixed_folder_archive_are_read(tmp_path):
+    expected = mixed_archive(tmp_path / "archive")
+    ds = load_dataset("folder", tmp_path / "archive", channels=1)
+    assert sorted(r.key for r in ds.records) == sorted(expected)
+    for i, record in enumerate(ds.records):
+        assert np.array_equal(ds.read(i).numpy()[0], expected[record.key]), record.key
+
+
+def test_without_pydicom_dicoms_are_skipped_and_named_with_the_hint(tmp_path, monkeypatch, caplog):
+    expected = mixed_archive(tmp_path / "archive")
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # `import pydicom` now raises ImportError
+    ds = load_dataset("folder", tmp_path / "archive")
+    assert sorted(r.key for r in ds.records) == ["photo0.png", "photo1.png"]
+    assert "skipped 2 DICOM files (pydicom is not installed: pip install pydicom)" in caplog.text
+    assert "ct.dcm" in caplog.text and "series/IM0001" in caplog.text
+    with pytest.raises(ImageDecodeError, match="ct.dcm: a DICOM file, but pydicom is not installed"):
+        read_image(tmp_path / "archive" / "ct.dcm")
+    assert len(expected) == 4

@@ -18,7 +18,7 @@ from zoo.data._registry import DatasetSpec, get_dataset_spec
 from zoo.data.cache import decoded_split, parallel_fill
 from zoo.data.cache_entry import CacheRequest
 from zoo.data.images import ImageDecodeError, read_image
-from zoo.data.layout import candidate_roots, find_child, list_image_paths, list_images, subfolders
+from zoo.data.layout import Skipped, candidate_roots, find_child, list_image_paths, list_images, subfolders
 from zoo.data.medmnist import read_npz
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
 
@@ -242,11 +242,12 @@ def _scan_folder(spec: DatasetSpec, root: Path) -> tuple[Path, list[str], list[R
     if len(class_names) < 2:
         raise ValueError(f"{spec.name}: found {len(class_names)} class folder(s) in {base}; need at least 2.")
     records: list[Record] = []
+    skipped = Skipped(os.fspath(base))  # named once for the whole dataset, not once per class folder
     for label, name in enumerate(class_names):
         n_before = len(records)
         for official, parent in parents.items():
             folder = find_child(parent, name)
-            for path in list_images(folder, spec.extensions) if folder else []:
+            for path in list_images(folder, spec.extensions, skipped) if folder else []:
                 records.append(
                     Record(path.relative_to(base).as_posix(), label, official, _group(spec, path, official))
                 )
@@ -255,6 +256,7 @@ def _scan_folder(spec: DatasetSpec, root: Path) -> tuple[Path, list[str], list[R
                 f"{spec.name}: class folder {name!r} is missing or has no {'/'.join(spec.extensions)} images under "
                 f"{base}; expected classes: {', '.join(class_names)}."
             )
+    skipped.log(base)
     return base, class_names, records
 
 
