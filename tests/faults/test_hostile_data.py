@@ -17,7 +17,7 @@ from PIL import Image
 
 from tests.faults import corpus
 from tests.zoo.data import trees
-from zoo.data import ImageDecodeError, load_dataset, read_image
+from zoo.data import ImageDecodeError, load_dataset, read_image, read_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
@@ -383,3 +383,80 @@ def test_without_pydicom_dicoms_are_skipped_and_named_with_the_hint(tmp_path, mo
     with pytest.raises(ImageDecodeError, match="ct.dcm: a DICOM file, but pydicom is not installed"):
         read_image(tmp_path / "archive" / "ct.dcm")
     assert len(expected) == 4
+
+
+# ---------------------------------------------------------------- split manifests
+
+
+@pytest.fixture
+def crc_and_manifest(tmp_path):
+    root = trees.crc(tmp_path / "data", per_class=3)
+    ds = load_dataset("crc", root)
+    ds.write_manifest(tmp_path / "split.csv")
+    return root, tmp_path / "split.csv"
+
+
+def test_a_manifest_that_is_a_device_or_a_folder_is_refused_by_name(crc_and_manifest, tmp_path):
+    root, _ = crc_and_manifest
+    with pytest.raises(ValueError, match="split manifest /dev/zero is not a regular file"):
+        load_dataset("crc", root, manifest="/dev/zero")
+    with pytest.raises(ValueError, match=f"split manifest {tmp_path} is (a folder|not a regular file)"):
+        load_dataset("crc", root, manifest=tmp_path)
+    with pytest.raises(FileNotFoundError, match="split manifest .*nope.csv does not exist"):
+        load_dataset("crc", root, manifest=tmp_path / "nope.csv")
+
+
+def test_a_manifest_larger_than_its_images_allow_is_refused_before_it_is_read(crc_and_manifest, tmp_path):
+    root, _ = crc_and_manifest
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as f:
+        f.truncate(64 * 2**20)  # 64 MiB of NUL bytes, no newline, for a dataset of 24 images
+    raised, peak = peak_traced(lambda: load_dataset("crc", root, manifest=big))
+    assert isinstance(raised, ValueError) and "split manifest" in str(raised) and "at most" in str(raised)
+    assert peak < 16 * 2**20
+
+
+def test_a_field_of_128_kib_is_one_clear_error(crc_and_manifest, tmp_path):
+    root, good = crc_and_manifest
+    text = good.read_text(encoding="utf-8")
+    long = tmp_path / "long.csv"
+    long.write_text(text + "x" * 128 * 1024 + ",01_TUMOR,train,g\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"split manifest .*long.csv(, line \d+: unreadable CSV|: a field of)"
+    ):
+        load_dataset("crc", root, manifest=long)
+    shorter = tmp_path / "shorter.csv"
+    shorter.write_text(text + "x" * 5000 + ",01_TUMOR,train,g\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"shorter.csv: a field of 5000 characters .* at most 4096"):
+        load_dataset("crc", root, manifest=shorter)
+
+
+def test_a_manifest_that_is_not_utf8_is_named(crc_and_manifest, tmp_path):
+    root, good = crc_and_manifest
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes(good.read_bytes() + "café.tif,01_TUMOR,train,g\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"split manifest .*latin1.csv is not UTF-8 text"):
+        load_dataset("crc", root, manifest=latin)
+
+
+def test_duplicate_rows_with_conflicting_splits_are_named(crc_and_manifest, tmp_path):
+    root, good = crc_and_manifest
+    rows = read_manifest(good)
+    path, label, split, group = rows[4]
+    other = "test" if split != "test" else "train"
+    twice = tmp_path / "twice.csv"
+    twice.write_text(good.read_text(encoding="utf-8") + f"{path},{label},{other},{group}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"lists '{path}' in {split} and in {other} \(data rows 5 and 25\)"):
+        load_dataset("crc", root, manifest=twice)
+    same = tmp_path / "same.csv"
+    same.write_text(good.read_text(encoding="utf-8") + f"{path},{label},{split},{group}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"lists '{path}' twice"):
+        load_dataset("crc", root, manifest=same)
+
+
+def test_a_good_manifest_still_round_trips_through_the_bounded_reader(crc_and_manifest):
+    root, good = crc_and_manifest
+    first = load_dataset("crc", root, seed=1)
+    again = load_dataset("crc", root, seed=99, manifest=good)
+    assert [r.split for r in again.records] == [r.split for r in load_dataset("crc", root).records]
+    assert len(first.records) == len(again.records) == 24

@@ -397,7 +397,7 @@ def _normalisation(
 
 
 def _apply_manifest(records: list[Record], class_names: list[str], manifest: str | Path) -> None:
-    rows = {row[0]: row for row in read_manifest(manifest)}
+    rows = {row[0]: row for row in read_manifest(manifest, max_rows=2 * len(records) + 1000)}
     on_disk = {r.key for r in records}
     missing, extra = sorted(set(rows) - on_disk), sorted(on_disk - set(rows))
     if missing or extra:
