@@ -460,3 +460,30 @@ def test_a_good_manifest_still_round_trips_through_the_bounded_reader(crc_and_ma
     again = load_dataset("crc", root, seed=99, manifest=good)
     assert [r.split for r in again.records] == [r.split for r in load_dataset("crc", root).records]
     assert len(first.records) == len(again.records) == 24
+
+
+# ---------------------------------------------------------------- ZOO_HUB_TIMEOUT
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "soon", "1e300"])
+def test_a_hub_timeout_that_is_not_a_positive_finite_number_is_refused(monkeypatch, value):
+    import zoo
+    from zoo.load import _hub_timeout
+
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", value)
+    with pytest.raises(
+        ValueError, match=rf"ZOO_HUB_TIMEOUT='{value}' is not a number of seconds in \(0, 3600\]"
+    ):
+        _hub_timeout()
+    with pytest.raises(ValueError, match="ZOO_HUB_TIMEOUT"):
+        zoo.load("some-org/some-model")  # refused before any network wait
+
+
+def test_a_valid_hub_timeout_is_used(monkeypatch):
+    from zoo.load import _hub_timeout
+
+    monkeypatch.setenv("ZOO_HUB_TIMEOUT", " 2.5 ")
+    assert _hub_timeout() == 2.5
+    monkeypatch.delenv("ZOO_HUB_TIMEOUT")
+    assert _hub_timeout() == 30.0
