@@ -3,8 +3,10 @@ manifests that are not manifests, DICOMs inside an archive, and a bad ZOO_HUB_TI
 data or one clear error, within bounds measured in a fresh process; a regression fails in seconds (timeouts)."""
 
 import io
+import json
 import logging
 import os
+import subprocess
 import sys
 import tracemalloc
 import zipfile
@@ -487,3 +489,61 @@ def test_a_valid_hub_timeout_is_used(monkeypatch):
     assert _hub_timeout() == 2.5
     monkeypatch.delenv("ZOO_HUB_TIMEOUT")
     assert _hub_timeout() == 30.0
+
+
+# ---------------------------------------------------------------- bounds in a fresh process
+
+FRESH = """
+import json, resource, sys, time
+sys.path.insert(0, {root!r})
+from zoo.data import load_dataset
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+status = open("/proc/self/status").read()
+size = int(status.split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), resource.RLIM_INFINITY))  # a regression fails fast
+results = {{}}
+for name, args, kwargs in {cases!r}:
+    start = time.time()
+    try:
+        ds = load_dataset(*args, **kwargs)
+        outcome = f"loaded {{len(ds.records)}} records"
+    except BaseException as e:
+        outcome = f"{{type(e).__name__}}: {{e}}"
+    results[name] = {{"outcome": outcome, "seconds": round(time.time() - start, 3)}}
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({{"results": results, "grown_mb": grown / 1024}}))
+"""
+
+
+def fresh(cases: list) -> dict:
+    script = FRESH.format(root=str(ROOT), cases=cases)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.timeout(180)
+def test_hostile_inputs_stay_bounded_in_a_fresh_process(tmp_path):
+    """The hostile cases one after another in a fresh process (address space capped 1 GiB above the imports):
+    each refused or loaded as it should, the peak RSS grows by less than 100 MB, each takes seconds."""
+    bomb = zip_bomb(tmp_path / "bomb.npz", 512 * 2**20)
+    arrays = medmnist_arrays()
+    arrays["train_labels"] = arrays["train_labels"].astype(np.uint32)
+    arrays["train_labels"][0] = 30_000_000
+    label = write_npz(tmp_path / "label.npz", arrays)
+    crc = trees.crc(tmp_path / "crc", per_class=3)
+    diamond(tmp_path / "diamond")
+    cases = [
+        ("npz bomb", ["medmnist", str(bomb)], {}),
+        ("npz label", ["medmnist", str(label)], {}),
+        ("manifest /dev/zero", ["crc", str(crc)], {"manifest": "/dev/zero"}),
+        ("diamond", ["folder", str(tmp_path / "diamond")], {}),
+    ]
+    out = fresh(cases)
+    results = {name: r["outcome"] for name, r in out["results"].items()}
+    assert "zip bomb" in results["npz bomb"], results
+    assert "train_labels[0] is 30000000" in results["npz label"], results
+    assert "is not a regular file" in results["manifest /dev/zero"], results
+    assert results["diamond"] == "loaded 25 records", results
+    assert out["grown_mb"] < 100, out
+    assert all(r["seconds"] < 30 for r in out["results"].values()), out
