@@ -43,6 +43,7 @@ __all__ = [
     "load_yaml",
     "lock_exclusive_now",
     "lock_shared",
+    "open_regular",
     "read_bytes",
     "read_json",
     "read_text",
@@ -215,22 +216,29 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
-    """The bytes of the regular file ``path``, at most ``limit`` of them: a FIFO, a device (``/dev/zero``), a
-    folder or a larger file is refused (``ValueError`` naming it) before anything is read."""
+def open_regular(path: str | Path, what: str = "file"):
+    """``path`` open for binary reading if it is a regular file (a link to one is followed); a FIFO, a device
+    (``/dev/zero``), a socket or a folder is refused with a ``ValueError`` naming it. It is opened without
+    blocking, then checked: opening a FIFO for reading would otherwise wait for a writer forever."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except IsADirectoryError as e:
         raise ValueError(f"{what} {path} is a folder, not a file") from e
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{what} {path} is not a regular file (a folder, device or pipe); give a file")
-        if info.st_size > limit:
-            raise FileTooLargeError(
-                f"{what} {path} is {info.st_size} bytes; a {what} is at most {limit} bytes"
-            )
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{what} {path} is not a regular file (a folder, device or pipe); give a file")
+    return os.fdopen(fd, "rb")
+
+
+def read_bytes(path: str | Path, limit: int, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them: a FIFO, a device (``/dev/zero``), a
+    folder or a larger file is refused (``ValueError`` naming it) before anything is read."""
+    path = Path(path)
+    with open_regular(path, what) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise FileTooLargeError(f"{what} {path} is {size} bytes; a {what} is at most {limit} bytes")
         data = f.read(limit + 1)
     if len(data) > limit:  # it grew while being read
         raise FileTooLargeError(f"{what} {path} is larger than {limit} bytes")

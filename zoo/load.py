@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import math
 import os
 import socket
 import threading
@@ -35,6 +36,7 @@ __all__ = ["load", "resolve", "model_info", "ModelNotAvailableError"]
 log = logging.getLogger(__name__)
 PICKLE_FILES = ("pytorch_model.bin", "model.pth", "model.pt", "open_clip_pytorch_model.bin")
 DEFAULT_HUB_TIMEOUT = 30.0
+MAX_HUB_TIMEOUT = 3600.0  # an hour for a small file (the weights get 20 times that)
 
 
 class ModelNotAvailableError(LookupError):
@@ -42,10 +44,22 @@ class ModelNotAvailableError(LookupError):
 
 
 def _hub_timeout() -> float:
-    try:
-        return float(os.environ.get("ZOO_HUB_TIMEOUT", DEFAULT_HUB_TIMEOUT))
-    except ValueError:
+    """``ZOO_HUB_TIMEOUT`` in seconds: a finite number in (0, MAX_HUB_TIMEOUT]. Anything else (``inf``, ``nan``,
+    ``-1``, ``0``, ``soon``) is one error saying what to set: an infinite wait is what the deadline exists to
+    prevent, and a huge one overflows ``threading``'s timeout."""
+    text = os.environ.get("ZOO_HUB_TIMEOUT", "").strip()
+    if not text:
         return DEFAULT_HUB_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_HUB_TIMEOUT:  # also false for nan
+        raise ValueError(
+            f"ZOO_HUB_TIMEOUT={text!r} is not a number of seconds in (0, {MAX_HUB_TIMEOUT:.0f}]; set it to e.g. "
+            f"{DEFAULT_HUB_TIMEOUT:.0f} (the default), or unset it"
+        )
+    return value
 
 
 def _within(deadline: float, function, *args, **kwargs):

@@ -9,7 +9,7 @@ from zoo._registry import Registry
 __all__ = ["DatasetSpec", "register_dataset", "list_datasets", "get_dataset_spec"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from zoo.data._registry import DatasetSpec, get_dataset_spec
 from zoo.data.cache import decoded_split, parallel_fill
 from zoo.data.cache_entry import CacheRequest
 from zoo.data.images import ImageDecodeError, read_image
-from zoo.data.layout import candidate_roots, find_child, list_image_paths, list_images, subfolders
+from zoo.data.layout import Skipped, candidate_roots, find_child, list_image_paths, list_images, subfolders
+from zoo.data.medmnist import read_npz
 from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
 
 __all__ = [
@@ -241,11 +242,12 @@ def _scan_folder(spec: DatasetSpec, root: Path) -> tuple[Path, list[str], list[R
     if len(class_names) < 2:
         raise ValueError(f"{spec.name}: found {len(class_names)} class folder(s) in {base}; need at least 2.")
     records: list[Record] = []
+    skipped = Skipped(os.fspath(base))  # named once for the whole dataset, not once per class folder
     for label, name in enumerate(class_names):
         n_before = len(records)
         for official, parent in parents.items():
             folder = find_child(parent, name)
-            for path in list_images(folder, spec.extensions) if folder else []:
+            for path in list_images(folder, spec.extensions, skipped) if folder else []:
                 records.append(
                     Record(path.relative_to(base).as_posix(), label, official, _group(spec, path, official))
                 )
@@ -254,26 +256,8 @@ def _scan_folder(spec: DatasetSpec, root: Path) -> tuple[Path, list[str], list[R
                 f"{spec.name}: class folder {name!r} is missing or has no {'/'.join(spec.extensions)} images under "
                 f"{base}; expected classes: {', '.join(class_names)}."
             )
+    skipped.log(base)
     return base, class_names, records
-
-
-def _check_medmnist_task(path: Path, npz) -> None:
-    """Only single-label 2D flags: a 3D volume or a multi-label task read as 2D single-label images would be a
-    silently different task, so they are refused."""
-    shape = npz["train_images"].shape  # N x H x W (gray), N x H x W x 3 (RGB), N x D x H x W (3D)
-    if path.stem.split("_")[0].endswith("3d") or not (
-        len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)
-    ):
-        raise ValueError(
-            f"{path.name} holds 3D volumes {shape[1:]}: the zoo trains 2D encoders; 3D MedMNIST flags are not "
-            "supported (use a 2D flag such as organamnist, or slice the volumes into an imagefolder)"
-        )
-    labels = npz["train_labels"]
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        raise ValueError(
-            f"{path.name} is a multi-label task ({labels.shape[1]} binary labels per image, e.g. chestmnist): "
-            "the probes and metrics are single-label, so it is refused rather than reduced to its first label"
-        )
 
 
 def _load_npz(spec: DatasetSpec, root: Path, flag: str | None = None, size: int | None = None):
@@ -284,16 +268,10 @@ def _load_npz(spec: DatasetSpec, root: Path, flag: str | None = None, size: int 
                 "medmnist: pass the .npz file as root, or a folder plus flag=<name> (e.g. pathmnist)"
             )
         path = root / (f"{flag}.npz" if size in (None, 28) else f"{flag}_{size}.npz")
-    if not path.is_file():
+    if not path.exists():
         raise _not_found(spec, path, "the MedMNIST .npz file does not exist")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz.files]
-        if missing:
-            raise ValueError(f"{path} is not a MedMNIST file: missing keys {missing}")
-        _check_medmnist_task(path, npz)
-        images = np.concatenate([npz[f"{s}_images"] for s in SPLITS])
-        labels = np.concatenate([npz[f"{s}_labels"].reshape(-1) for s in SPLITS])
-        splits = [s for s in SPLITS for _ in range(len(npz[f"{s}_images"]))]
+    images, labels, per_split = read_npz(path)  # every declaration checked before anything large is read
+    splits = [s for s, n in zip(SPLITS, per_split, strict=True) for _ in range(n)]
 
     stem = path.stem.split("_")[0]
     num_classes = int(labels.max()) + 1
@@ -419,7 +397,7 @@ def _normalisation(
 
 
 def _apply_manifest(records: list[Record], class_names: list[str], manifest: str | Path) -> None:
-    rows = {row[0]: row for row in read_manifest(manifest)}
+    rows = {row[0]: row for row in read_manifest(manifest, max_rows=2 * len(records) + 1000)}
     on_disk = {r.key for r in records}
     missing, extra = sorted(set(rows) - on_disk), sorted(on_disk - set(rows))
     if missing or extra:

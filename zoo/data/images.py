@@ -5,7 +5,8 @@ checked against :data:`MAX_IMAGE_PIXELS` and the decoded bytes (16-bit and float
 pixel) against :data:`MAX_DECODED_BYTES`. The check is explicit, not PIL's decompression-bomb warning turned
 into an error (``warnings.catch_warnings`` is not thread-safe: datasets are decoded by a thread pool). EXIF
 orientation is applied (phone photos of slides), high bit depths are rescaled (not clipped) ignoring non-finite
-values.
+values. Only regular files are opened (a FIFO named ``x.png`` would block ``PIL.Image.open`` forever); DICOM files
+go through :mod:`zoo.data.dicom`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from zoo.files import open_regular
 
 __all__ = [
     "ImageDecodeError",
@@ -84,14 +87,50 @@ def _upright(image: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """H x W or H x W x C uint8 → a C x H x W tensor (a copy)."""
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def _read_dicom(path: Path, channels: int) -> tuple[torch.Tensor, str]:
+    from zoo.data.dicom import read_dicom  # lazily: zoo.data.dicom builds on this module
+
+    array, what = read_dicom(path)
+    image = Image.fromarray(array).convert("L" if channels == 1 else "RGB")
+    return _as_tensor(np.array(image, dtype=np.uint8)), what
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """A DICOM suffix, or no suffix and the DICOM prefix (PACS exports name files ``IM0001``)."""
+    from zoo.data.dicom import DICOM_SUFFIXES, has_dicom_magic
+
+    suffix = path.suffix.lower()
+    return suffix in DICOM_SUFFIXES or (not suffix and has_dicom_magic(path))
+
+
+def _open(path: Path):
+    """The file open for reading, if it is a regular file: PIL would wait forever on a FIFO named ``x.png``."""
+    try:
+        return open_regular(path, "image")
+    except ValueError as e:
+        raise ImageDecodeError(f"{path}: not a regular file (a folder, device or pipe), not an image") from e
+
+
 def read_image(path: str | Path, channels: int = 3, with_mode: bool = False):
     """Read ``path`` as a uint8 tensor C x H x W with ``channels`` 1 or 3 (with ``with_mode``: and the file's
-    own PIL mode, e.g. ``I;16`` or ``RGBA``).
+    own PIL mode, e.g. ``I;16`` or ``RGBA``, or ``DICOM`` / ``DICOM frame 3 of 5``).
 
-    Raises :class:`ImageDecodeError` naming the file for unreadable, truncated or oversized images.
+    Only regular files are opened. DICOMs (``.dcm``, or no suffix and the DICOM prefix) are read by
+    :mod:`zoo.data.dicom`. Raises :class:`ImageDecodeError` naming the file for unreadable, truncated or oversized
+    images.
     """
+    path = Path(path)
+    if _looks_like_dicom(path):
+        tensor, what = _read_dicom(path, channels)
+        return (tensor, what) if with_mode else tensor
     try:
-        with Image.open(path) as image:
+        with _open(path) as f, Image.open(f) as image:
             width, height = image.size
             check_image_size(str(path), width, height, BYTES_PER_PIXEL.get(image.mode, 4))
             image.load()
@@ -103,8 +142,5 @@ def read_image(path: str | Path, channels: int = 3, with_mode: bool = False):
         raise ImageDecodeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     except (OSError, SyntaxError, ValueError, MemoryError) as e:  # truncated files, broken headers
         raise ImageDecodeError(f"{path}: corrupt or truncated image ({e})") from e
-    array = np.array(image, dtype=np.uint8)  # a writable copy
-    if array.ndim == 2:
-        array = array[:, :, None]
-    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # C x H x W
+    tensor = _as_tensor(np.array(image, dtype=np.uint8))  # a writable copy
     return (tensor, source_mode) if with_mode else tensor

@@ -8,7 +8,7 @@ patches from the same slide.
 from __future__ import annotations
 
 import csv
-import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +16,15 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from zoo.files import atomic_write_text, read_text, sha256_file
+
 __all__ = ["Record", "SPLITS", "assign_splits", "holdout", "write_manifest", "read_manifest", "file_sha256"]
 
 SPLITS = ("train", "val", "test")
 MANIFEST_FIELDS = ("path", "label", "split", "group")
+MAX_FIELD_CHARS = 4096  # PATH_MAX on Linux: no relative path, label or group written here is longer
+ROW_BYTES = 512  # what a manifest may take per row on average (real rows take 40 to 200 bytes)
+MAX_MANIFEST_ROWS = 1_000_000  # images in a dataset, when the caller does not know how many to expect
 
 log = logging.getLogger(__name__)
 
@@ -121,33 +126,81 @@ def assign_splits(
 
 def write_manifest(path: str | Path, records: list[Record], class_names: list[str]) -> str:
     """Write the split as CSV (path, label name, split, group), atomically; returns its sha256."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(MANIFEST_FIELDS)
-        for r in records:
-            writer.writerow([r.key, class_names[r.label], r.split, r.group])
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(MANIFEST_FIELDS)
+    for r in records:
+        writer.writerow([r.key, class_names[r.label], r.split, r.group])
+    atomic_write_text(path, text.getvalue())
     return file_sha256(path)
 
 
-def read_manifest(path: str | Path) -> list[tuple[str, str, str, str]]:
-    """Rows (path, label name, split, group) of a manifest written by :func:`write_manifest`."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
+def _manifest_text(path: str | Path, max_rows: int) -> str:
+    """The manifest's text, bounded: a regular UTF-8 file of at most 64 KiB + ``ROW_BYTES`` a row."""
+    try:
+        return read_text(path, 65536 + max_rows * ROW_BYTES, "split manifest")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"split manifest {path} does not exist; give an existing split.csv, or leave split_manifest unset to "
+            "draw a split"
+        ) from e
+
+
+def _parse(path: str | Path, text: str, max_rows: int) -> list[tuple[str, ...]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = next(reader, None)
         if tuple(header or ()) != MANIFEST_FIELDS:
             raise ValueError(
                 f"{path} is not a split manifest: expected the header {','.join(MANIFEST_FIELDS)}"
             )
-        rows = [tuple(row) for row in reader]
+        rows = []
+        for row in reader:
+            if len(rows) == max_rows:
+                raise ValueError(f"split manifest {path} has more than {max_rows} rows")
+            rows.append(tuple(row))
+    except csv.Error as e:  # e.g. a field over csv's own limit of 128 KiB
+        raise ValueError(
+            f"split manifest {path}, line {reader.line_num}: unreadable CSV ({e}); paths, labels and groups are "
+            f"at most {MAX_FIELD_CHARS} characters"
+        ) from e
+    return rows
+
+
+def _check_rows(path: str | Path, rows: list[tuple[str, ...]]) -> None:
+    too_long = next((row for row in rows if any(len(f) > MAX_FIELD_CHARS for f in row)), None)
+    if too_long is not None:
+        raise ValueError(
+            f"split manifest {path}: a field of {max(map(len, too_long))} characters (row starting "
+            f"{too_long[0][:40]!r}); paths, labels and groups are at most {MAX_FIELD_CHARS} characters"
+        )
     bad = [row for row in rows if len(row) != 4 or row[2] not in SPLITS]
     if bad:
         raise ValueError(f"{path}: {len(bad)} malformed rows, e.g. {bad[0]}; splits must be one of {SPLITS}")
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        j = first.setdefault(row[0], i)
+        if j != i:
+            how = f"in {rows[j][2]} and in {row[2]}" if rows[j][2] != row[2] else "twice"
+            raise ValueError(
+                f"split manifest {path} lists {row[0]!r} {how} (data rows {j + 1} and {i + 1}); "
+                "each image must be listed once"
+            )
+
+
+def read_manifest(path: str | Path, max_rows: int = MAX_MANIFEST_ROWS) -> list[tuple[str, str, str, str]]:
+    """Rows (path, label name, split, group) of a manifest written by :func:`write_manifest`.
+
+    A manifest may come from anywhere (``split_manifest:`` in a recipe), so it is read bounded — a regular UTF-8
+    file of at most 64 KiB + ``ROW_BYTES`` per row for ``max_rows`` rows (never a device such as ``/dev/zero``,
+    nor a folder) — and every row checked: four fields of at most ``MAX_FIELD_CHARS`` characters, a known split,
+    each path once. Each problem is one ``ValueError`` naming the file.
+    """
+    rows = _parse(path, _manifest_text(path, max_rows), max_rows)
+    _check_rows(path, rows)
     return rows
 
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file (the split manifest hash recorded in model cards)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return sha256_file(path)
