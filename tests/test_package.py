@@ -16,21 +16,24 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_only_the_three_applications_resolve_under_medssl_zoo():
-    code = """
+    hub = str(ROOT / "hub")
+    code = f"""
 import importlib.util, sys
 import medssl_zoo.hub.export as export, medssl_zoo.train.pretrain, medssl_zoo.demo
 for name in ("medssl_zoo.tests", "medssl_zoo.bench", "medssl_zoo.zoo", "medssl_zoo.medssl_zoo"):
     assert importlib.util.find_spec(name) is None, name
-assert export.__name__ == "medssl_zoo.hub.export" and sys.modules["medssl_zoo.hub"].__path__ == [%r]
+assert export.__name__ == "medssl_zoo.hub.export" and sys.modules["medssl_zoo.hub"].__path__ == [{hub!r}]
 assert "hub" not in sys.modules and "train" not in sys.modules  # no second module object of the same file
 print("ok")
-""" % str(ROOT / "hub")
+"""
     proc = run_python(code, ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_the_library_works_without_the_demo_and_plots_extras(tiny_export, tmp_path):
-    code = BLOCK_EXTRAS + f"""
+    code = (
+        BLOCK_EXTRAS
+        + f"""
 import logging
 logging.basicConfig(level=logging.WARNING)
 import zoo
@@ -45,6 +48,7 @@ from medssl_zoo.train.evaluation import EvalOptions, evaluate
 options = EvalOptions(protocols=("knn",), fractions=(1.0,), seeds=(0,), baselines=(), output_dir={str(tmp_path)!r})
 evaluate({str(tiny_export.parent / "run")!r}, options)
 """
+    )
     proc = run_python(code, ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "the demo needs gradio, which is not installed: pip install 'medssl-zoo[demo]'" in proc.stdout

@@ -380,7 +380,7 @@ def test_without_pydicom_dicoms_are_skipped_and_named_with_the_hint(tmp_path, mo
     monkeypatch.setitem(sys.modules, "pydicom", None)  # `import pydicom` now raises ImportError
     ds = load_dataset("folder", tmp_path / "archive")
     assert sorted(r.key for r in ds.records) == ["photo0.png", "photo1.png"]
-    assert "skipped 2 DICOM files (pydicom is not installed: pip install pydicom)" in caplog.text
+    assert "skipped 2 DICOM files (pydicom is not installed: pip install 'medssl-zoo[demo]')" in caplog.text
     assert "ct.dcm" in caplog.text and "series/IM0001" in caplog.text
     with pytest.raises(ImageDecodeError, match="ct.dcm: a DICOM file, but pydicom is not installed"):
         read_image(tmp_path / "archive" / "ct.dcm")

@@ -19,11 +19,12 @@ import numpy as np
 
 from zoo.data.images import MAX_DECODED_BYTES, ImageDecodeError, check_image_size, rescale_to_uint8
 from zoo.files import open_regular
+from zoo.optional import install_hint
 
 __all__ = ["DICOM_SUFFIXES", "INSTALL_HINT", "available", "has_dicom_magic", "is_dicom", "read_dicom"]
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
-INSTALL_HINT = "pydicom is not installed: pip install pydicom"
+INSTALL_HINT = f"pydicom is not installed: {install_hint('pydicom')}"
 DEFLATED = (
     "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole data set is zlib-compressed
 )
