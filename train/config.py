@@ -351,22 +351,36 @@ MAX_RECIPE_BYTES = 256 * 1024  # the longest recipe here is ~1 KB; a 20 MB one t
 PATH_KEYS = ("data_root", "eval_data_root", "split_manifest", "init_weights", "output_dir")
 
 
-def _recipe_path(recipe: str | Path) -> Path:
+MAX_EXTENDS = 4  # how deep recipes may extend one another
+
+
+def _recipe_path(recipe: str | Path, beside: Path | None = None) -> Path:
+    """A recipe file: a path, a name beside the recipe that extends it, or the name of a shipped recipe."""
     path = Path(recipe).expanduser()
-    if not path.exists() and (RECIPE_DIR / f"{recipe}.yaml").is_file():
-        path = RECIPE_DIR / f"{recipe}.yaml"  # a recipe name such as vicreg-breast
+    for candidate in ([beside / f"{recipe}.yaml"] if beside else []) + [RECIPE_DIR / f"{recipe}.yaml"]:
+        if not path.exists() and candidate.is_file():
+            path = candidate  # a recipe name such as vicreg-breast
     if not path.exists():
         names = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
         raise ValueError(f"recipe {recipe} not found; give a YAML path or one of: {names}")
     return path
 
 
-def _read_recipe(recipe: str | Path | None) -> tuple[dict, Path]:
-    path = _recipe_path(recipe) if recipe else DEFAULT_RECIPE
+def _read_recipe(recipe: str | Path | None, chain: tuple[Path, ...] = ()) -> tuple[dict, Path]:
+    """A recipe's values, with what it ``extends`` (another recipe, e.g. the study's base) underneath."""
+    path = _recipe_path(recipe, chain[-1].parent if chain else None) if recipe else DEFAULT_RECIPE
     values = read_yaml(path, MAX_RECIPE_BYTES, "recipe") or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe must be a mapping of configuration keys")
-    return values, path
+    parent = values.pop("extends", None)
+    if parent is None:
+        return values, path
+    if path in chain or len(chain) >= MAX_EXTENDS:
+        raise ValueError(f"{path}: 'extends' goes round in a circle or deeper than {MAX_EXTENDS} recipes")
+    if not isinstance(parent, str):
+        raise ValueError(f"{path}: extends must name one recipe, got {parent!r}")
+    base, _ = _read_recipe(parent, (*chain, path))
+    return {**base, **values}, path
 
 
 def uses_default_recipe(recipe: str | Path | None, overrides: dict) -> bool:

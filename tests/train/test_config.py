@@ -121,3 +121,31 @@ def test_an_unknown_recipe_lists_the_shipped_ones():
     with pytest.raises(ValueError, match="recipe vicreg-brest not found; .*vicreg-breast"):
         load_config("vicreg-brest")
     assert Path(load_config("vicreg-breast").to_dict()["method"]) == Path("vicreg")
+
+
+def test_study_recipes_extend_one_base_and_resolve_as_before(tmp_path):
+    """The 24 study recipes name only method, dataset (and channels); the rest is study.yaml / study-paper.yaml."""
+    from medssl_zoo.train.config import RECIPE_DIR
+
+    small = [
+        p
+        for p in RECIPE_DIR.glob("*-*.yaml")
+        if "\nextends: study" in p.read_text() and p.stem != "study-paper"
+    ]
+    assert len(small) == 24 and all(len(p.read_text().splitlines()) <= 5 for p in small)
+    cfg = load_config("vicreg-pneumonia-paper", {"data_root": str(tmp_path)})
+    assert (cfg.method, cfg.dataset, cfg.channels, cfg.momentum, cfg.warmup_steps) == (
+        "vicreg",
+        "pneumonia",
+        3,
+        0.0,
+        0,
+    )
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: simclr-crc\nlr: 0.05\n")  # a user's recipe on top of a shipped one
+    cfg = load_config(mine, {"data_root": str(tmp_path)})
+    assert (cfg.method, cfg.dataset, cfg.lr, cfg.momentum) == ("simclr", "crc", 0.05, 0.9)
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    with pytest.raises(ValueError, match="goes round in a circle"):
+        load_config(tmp_path / "a.yaml")
