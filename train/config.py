@@ -1,45 +1,32 @@
-"""The pre-training configuration: one dataclass, read from a YAML recipe and overridden by CLI flags.
+"""Where a run's configuration comes from: YAML recipes overridden by command-line flags.
 
-A *recipe* is a YAML file of configuration keys (one shipped in ``recipes/`` beside this module, or any path); the *resolved
-configuration* (recipe + flags) is what a run stores as its ``config.yaml``. Every field's help text lives
-next to it, here, and is what ``medssl-pretrain --help`` prints.
+The configuration itself (fields, defaults, help, validation) is :class:`zoo.run_config.RunConfig`, the schema of a
+run's ``config.yaml``. Here: *recipes* (YAML files of configuration keys, one shipped in ``recipes/`` beside this
+module, or any path; a recipe may ``extends:`` another), the embedded default, the flags (one per field, with
+config.yaml's spelling accepted and close names suggested), and the resolved configuration a run stores.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import logging
-import math
 import os
 import sys
 import textwrap
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from medssl_zoo.train.tracking import TRACKERS, parse_trackers
-from zoo.backbones import check_architecture
-from zoo.data import get_dataset_spec, list_datasets
-from zoo.data.augment_policies import AUGMENT_POLICIES
 from zoo.files import load_yaml, read_yaml
-from zoo.methods import list_methods
-from zoo.registry import is_model_name
+from zoo.run_config import GROUPS, RunConfig, build
 from zoo.run_dir import is_run, read_run
 
-__all__ = ["PretrainConfig", "load_config", "parse_args", "RESUMABLE_CHANGES", "RECIPE_DIR", "GROUPS"]
+__all__ = ["GROUPS", "PretrainConfig", "RECIPE_DIR", "RESUMABLE_CHANGES", "load_config", "parse_args"]
 
 log = logging.getLogger("train")
 RECIPE_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = RECIPE_DIR / "default.yaml"
-GROUPS = {
-    "method": "what to train",
-    "data": "data and augmentation",
-    "optimisation": "optimisation",
-    "run": "monitoring, checkpoints and outputs",
-}
 # fields that may differ between a checkpoint and the run that resumes it
 RESUMABLE_CHANGES = {
     "output_dir",
@@ -59,292 +46,8 @@ RESUMABLE_CHANGES = {
 }
 
 
-def option(default, group: str, help: str, factory=None):
-    """A configuration field with its help text and ``--help`` group (``GROUPS``)."""
-    metadata = {"group": group, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class PretrainConfig:
-    """Everything a pre-training run depends on. ``batch_size`` is the global batch (all processes)."""
-
-    method: str = option("simclr", "method", "SSL method")
-    backbone: str = option("resnet50", "method", "any timm architecture (timm.list_models())")
-    init: str = option(
-        "random",
-        "method",
-        "initial backbone weights: random, imagenet (timm's pretrained weights), or a zoo name / export folder "
-        "to continue from",
-    )
-    init_weights: str | None = option(
-        None, "method", "a safetensors file of backbone weights for --init imagenet offline"
-    )
-    loss_options: dict = option(
-        None, "method", "override the loss's hyper-parameters, e.g. {temperature: 1.0}", factory=dict
-    )
-    ema_momentum: float | None = option(
-        None, "method", "teacher-student methods: the EMA's base momentum, cosine to 1 (null: the method's)"
-    )
-    paper_mode: bool = option(
-        False,
-        "method",
-        "reproduce the original study's code exactly, deviations included (one-sided DCLW, VICReg's summed "
-        "variance term, SimSiam without predictor, crop scale (0.08, 0.1))",
-    )
-    dataset: str = option("synthetic", "data", "registered dataset")
-    data_root: str | None = option(None, "data", "the unzipped download (wrapper folders are fine)")
-    dataset_options: dict = option(
-        None, "data", "dataset-specific options, e.g. {num_images: 400} or {flag: pathmnist}", factory=dict
-    )
-    channels: int | None = option(
-        None, "data", "1 or 3 to override the dataset's own channels (null: its own)"
-    )
-    grouped_split: bool = option(
-        False, "data", "keep each slide / source image / patient on one side of every split"
-    )
-    split_seed: int = option(16, "data", "seed of the train/val/test split (16 as in the study)")
-    split_manifest: str | None = option(None, "data", "a split.csv to reuse instead of drawing a split")
-    image_size: int = option(224, "data", "input size of the encoder (px)")
-    cache_size: int | None = option(
-        None, "data", "size images are decoded at, once (null: image_size x 8/7, 256 for 224)"
-    )
-    cache: str = option(
-        "auto",
-        "data",
-        "where decoded images live: memory, disk (a memory-mapped file in $ZOO_CACHE, reused by later runs and "
-        "every process), auto (disk for folder datasets over 2 GiB decoded)",
-    )
-    eval_dataset: str | None = option(
-        None, "data", "a labelled dataset to monitor (kNN) and probe an unlabelled 'folder' run on"
-    )
-    eval_data_root: str | None = option(None, "data", "the eval dataset's folder")
-    eval_dataset_options: dict = option(None, "data", "the eval dataset's options", factory=dict)
-    augment: str = option("simclr", "data", "augmentation policy")
-
-    local_crops: int = option(
-        0, "data", "multi-crop (DINO): local crops per image besides the two global ones (at most 6)"
-    )
-    local_size: int = option(96, "data", "multi-crop: the local crops' size (px)")
-    local_crop_scale: list[float] = option(
-        None, "data", "multi-crop: the local crops' area range [low, high]", factory=lambda: [0.05, 0.4]
-    )
-    crop_scale: list[float] | None = option(
-        None, "data", "RandomResizedCrop area range [low, high] (null: the policy's)"
-    )
-    batch_size: int = option(64, "optimisation", "global batch size (all processes together)")
-    epochs: int = option(200, "optimisation", "passes over the train split")
-    max_steps: int | None = option(None, "optimisation", "optimizer steps; overrides epochs")
-    optimizer: str = option("sgd", "optimisation", "timm optimizer; norms and biases get no weight decay")
-    lr: float = option(0.01, "optimisation", "peak learning rate")
-    momentum: float = option(0.9, "optimisation", "SGD / LARS momentum, in [0, 1)")
-    weight_decay: float = option(0.0, "optimisation", "weight decay (not applied to norms and biases)")
-    schedule: str = option("cosine", "optimisation", "learning-rate schedule after the warmup")
-    warmup_steps: int = option(0, "optimisation", "linear warmup from lr/100, in optimizer steps")
-    clip_grad: float | None = option(
-        None, "optimisation", "clip the gradients' global norm (null: no clipping)"
-    )
-    compile: bool = option(
-        False,
-        "optimisation",
-        "torch.compile the model (GPUs; measure with bench/pretrain_throughput.py first)",
-    )
-    loader_workers: int = option(
-        0,
-        "optimisation",
-        "loader processes gathering batches (0: in the training process; GPUs may want 2-4)",
-    )
-
-    min_lr: float = option(0.0, "optimisation", "final learning rate of the cosine schedule")
-    grad_accum_steps: int = option(1, "optimisation", "batches accumulated per optimizer step")
-    mixed_precision: str = option(
-        "auto", "optimisation", "auto: bf16 where this machine runs it fast (measured), else fp32"
-    )
-    seed: int = option(0, "optimisation", "seed of the initialisation, batch order and augmentations")
-    num_threads: int | None = option(
-        None, "optimisation", "CPU threads per process (null: the cores divided among the processes)"
-    )
-    knn_k: int = option(200, "run", "neighbours of the kNN monitor and the final kNN")
-    knn_metric: str = option("cosine", "run", "kNN distance (euclidean: the study's)")
-    eval_every: int = option(0, "run", "kNN on val every N steps (0: at the end of every epoch)")
-    checkpoint_every: int = option(0, "run", "checkpoint every N steps (0: at the end of every epoch)")
-    keep_checkpoints: int = option(2, "run", "newest checkpoints kept")
-    log_with: str = option(
-        "none",
-        "run",
-        f"experiment trackers, comma-separated: none or any of {', '.join(TRACKERS)} (through Accelerate; "
-        "each needs its package)",
-    )
-    log_every: int = option(
-        10, "run", "steps between loss-health checks and metric writes (every step is still recorded)"
-    )
-    output_dir: str | None = option(None, "run", "run directory (null: runs/<method>-<dataset>-<time>)")
-    export_name: str | None = option(None, "run", "also export the encoder into $ZOO_HOME under this name")
-    progress: bool = option(True, "run", "show a progress bar")
-
-    CHOICES: typing.ClassVar[dict] = {
-        "optimizer": ("sgd", "adam", "adamw", "lars"),
-        "schedule": ("cosine", "constant"),
-        "mixed_precision": ("auto", "no", "bf16", "fp16"),
-        "knn_metric": ("cosine", "euclidean"),
-        "augment": tuple(AUGMENT_POLICIES),
-        "cache": ("auto", "memory", "disk"),
-    }
-    POSITIVE: typing.ClassVar[tuple] = (
-        "batch_size",
-        "epochs",
-        "lr",
-        "image_size",
-        "grad_accum_steps",
-        "knn_k",
-        "keep_checkpoints",
-        "log_every",
-    )
-    NON_NEGATIVE: typing.ClassVar[tuple] = (
-        "momentum",
-        "weight_decay",
-        "warmup_steps",
-        "local_crops",
-        "loader_workers",
-        "min_lr",
-        "eval_every",
-        "checkpoint_every",
-    )
-    POSITIVE_OR_NULL: typing.ClassVar[tuple] = ("max_steps", "num_threads", "cache_size", "clip_grad")
-
-    @classmethod
-    def choices(cls) -> dict[str, tuple]:
-        return {**cls.CHOICES, "method": tuple(list_methods()), "dataset": tuple(list_datasets())}
-
-    def validate(self) -> PretrainConfig:
-        """Raise ``ValueError`` naming the key (and the valid choices) for any invalid value."""
-        for key, valid in self.choices().items():
-            if getattr(self, key) not in valid:
-                raise ValueError(
-                    f"{key}={getattr(self, key)!r} is not valid; choose one of: {', '.join(valid)}"
-                )
-        check_architecture(self.backbone)
-        parse_trackers(self.log_with)
-        for key in self.POSITIVE:
-            if not getattr(self, key) > 0 or not math.isfinite(getattr(self, key)):
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in self.NON_NEGATIVE:
-            if not getattr(self, key) >= 0 or not math.isfinite(getattr(self, key)):
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        for key in self.POSITIVE_OR_NULL:
-            if getattr(self, key) is not None and getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be > 0 or null, got {getattr(self, key)}")
-        self._check_ranges()
-        return self
-
-    def _check_ranges(self) -> None:
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be at least 2: SSL losses need several samples per batch")
-        if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.min_lr > self.lr:
-            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
-        if self.channels not in (None, 1, 3):
-            raise ValueError(f"channels must be 1, 3 or null (the dataset's own), got {self.channels}")
-        if self.cache_size is not None and self.cache_size < self.image_size:
-            raise ValueError(f"cache_size ({self.cache_size}) must be >= image_size ({self.image_size})")
-        if self.export_name is not None and not is_model_name(self.export_name):
-            raise ValueError(
-                f"export_name must be a plain model name (letters, digits, . _ -), not a path: {self.export_name!r}; "
-                "exports go into $ZOO_HOME/<export_name> (use `medssl-export RUN_DIR OUT_DIR` for another folder)"
-            )
-        self._check_method_options()
-        if self.eval_dataset is not None and (
-            self.eval_dataset not in list_datasets()
-            or get_dataset_spec(self.eval_dataset).kind == "unlabelled"
-        ):
-            labelled = [n for n in list_datasets() if get_dataset_spec(n).kind != "unlabelled"]
-            raise ValueError(
-                f"eval_dataset={self.eval_dataset!r} must be a labelled dataset: {', '.join(labelled)}"
-            )
-
-    def _check_method_options(self) -> None:
-        from zoo.data.batch_augment import VIEWS_PER_SAMPLE
-        from zoo.methods import get_method_spec
-
-        spec = get_method_spec(self.method)
-        if self.local_crops and not spec.model.multi_crop:
-            raise ValueError(f"local_crops: {self.method} takes two views; multi-crop is for: dino")
-        if self.local_crops > VIEWS_PER_SAMPLE - 2:
-            raise ValueError(f"local_crops must be at most {VIEWS_PER_SAMPLE - 2}, got {self.local_crops}")
-        if self.local_crops and not 8 <= self.local_size <= self.image_size:
-            raise ValueError(
-                f"local_size must be in 8..image_size ({self.image_size}), got {self.local_size}: local crops are "
-                f"smaller than the global views (DINO uses 96 px with 224 px views); e.g. --local-size "
-                f"{max(8, self.image_size * 3 // 7)} at --image-size {self.image_size}, or a larger --image-size"
-            )
-        unknown = sorted(set(self.loss_options) - set(spec.loss_parameters()))
-        if unknown:
-            valid = ", ".join(spec.loss_parameters()) or "none"
-            raise ValueError(
-                f"loss_options {unknown} are not settings of {spec.loss.__name__}; valid: {valid}"
-            )
-        if self.ema_momentum is not None and not (
-            "momentum" in spec.model_kwargs and 0 <= self.ema_momentum < 1
-        ):
-            raise ValueError(
-                f"ema_momentum must be in [0, 1) and is for teacher-student methods, got {self.ema_momentum}"
-            )
-        if self.init_weights is not None and self.init != "imagenet":
-            raise ValueError("init_weights is the offline copy of --init imagenet: set init: imagenet too")
-        for key in ("crop_scale", "local_crop_scale"):
-            scale = getattr(self, key)
-            if scale is not None and not (
-                len(scale) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale)
-                and 0 < scale[0] <= scale[1] <= 1
-            ):
-                raise ValueError(
-                    f"{key} must be two numbers [low, high] with 0 < low <= high <= 1, got {scale}"
-                )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_DEFAULTS = {
-    f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-    for f in dataclasses.fields(PretrainConfig)
-}
-
-
-def _field_types() -> dict[str, type]:
-    hints = typing.get_type_hints(PretrainConfig)
-    return {f.name: hints[f.name] for f in dataclasses.fields(PretrainConfig)}
-
-
-def _coerce(key: str, value, annotation):
-    """Check ``value`` against the field's annotation (YAML already parsed numbers, booleans, lists)."""
-    allowed = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    for kind in allowed:
-        origin = typing.get_origin(kind) or kind
-        if value is None and kind is type(None):
-            return None
-        if origin is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if origin is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                return float(value)
-            except ValueError:
-                continue
-        if origin is int and isinstance(value, bool):
-            continue
-        if origin is not type(None) and isinstance(value, origin):
-            return value
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    hint = (
-        " (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
-        if isinstance(value, bool)
-        else ""
-    )
-    raise ValueError(f"{key}: expected {names}, got {value!r}{hint}")
+PretrainConfig = RunConfig  # the name the training code uses for a run's configuration
+_DEFAULTS = RunConfig.defaults()
 
 
 MAX_RECIPE_BYTES = 256 * 1024  # the longest recipe here is ~1 KB; a 20 MB one took 11 s to parse
@@ -435,15 +138,15 @@ def load_config(
     overrides = dict(overrides or {})
     values, source = _starting_values(recipe, overrides, base)
     values.update(overrides)
-    types_ = _field_types()
-    unknown = sorted(set(values) - set(types_))
+    unknown = sorted(set(values) - set(RunConfig.model_fields))
     if unknown:
         raise ValueError(
             f"unknown configuration keys {unknown} (in {source} or the flags); valid keys: "
-            f"{', '.join(sorted(types_))}"
+            f"{', '.join(sorted(RunConfig.model_fields))}"
         )
-    kwargs = {k: _coerce(k, v, types_[k]) for k, v in values.items()}
-    return PretrainConfig(**_absolute_paths(kwargs)).validate()
+    cfg = build(_absolute_paths(values))
+    parse_trackers(cfg.log_with)  # the tracker names (the packages are checked when the run starts)
+    return cfg
 
 
 def _text_value(text: str):
@@ -569,31 +272,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after step N with a checkpoint (for time-limited job slots); continue with --resume",
     )
     groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
-    choices = PretrainConfig.choices()
-    types_ = _field_types()
+    choices = {**RunConfig.choices(), "log_with": ("none", *TRACKERS)}
     recipe = _default_recipe_values()
-    for f in dataclasses.fields(PretrainConfig):
-        is_text = str in (typing.get_args(types_[f.name]) or (types_[f.name],))
-        valid = f" One of: {', '.join(choices[f.name])}." if f.name in choices else ""
-        default = f"default: {_DEFAULTS[f.name]}"
-        if f.name in recipe and recipe[f.name] != _DEFAULTS[f.name]:
-            default += f"; default recipe: {recipe[f.name]}"
-        groups[f.metadata["group"]].add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f.name,
+    for name, field in RunConfig.model_fields.items():
+        is_text = _is_text(field.annotation)
+        valid = f" One of: {', '.join(map(str, choices[name]))}." if name in choices else ""
+        default = f"default: {_shown(_DEFAULTS[name])}"
+        if name in recipe and recipe[name] != _DEFAULTS[name]:
+            default += f"; default recipe: {_shown(recipe[name])}"
+        groups[field.json_schema_extra["group"]].add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
             type=_text_value if is_text else _yaml_value,
             default=argparse.SUPPRESS,
-            metavar=f.name.upper(),
-            help=f"{f.metadata['help']}.{valid} ({default})",
+            metavar=name.upper(),
+            help=f"{field.description}.{valid} ({default})",
         )
     return parser
+
+
+def _is_text(annotation) -> bool:
+    """Whether a flag's value is taken as written: text fields and text choices (``--mixed-precision no``)."""
+    if annotation is str:
+        return True
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return all(isinstance(a, str) for a in args)
+    return any(_is_text(a) for a in args)
+
+
+def _shown(value) -> str:
+    """A default as YAML writes it (a flag's value is YAML): null, [0.05, 0.4], {}."""
+    return "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, argparse.Namespace]:
     """``--recipe RECIPE``, ``--resume [PATH|latest]``, ``--halt-at-step N`` and one ``--<key> VALUE`` flag per
     configuration field."""
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k in _field_types()}
+    overrides = {k: v for k, v in vars(args).items() if k in RunConfig.model_fields}
     base = None
     output_dir = overrides.get("output_dir")
     if args.resume is not None and args.recipe is None and output_dir and is_run(output_dir):

@@ -144,13 +144,11 @@ def test_every_option_has_help(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    import dataclasses
+    from zoo.run_config import RunConfig
 
-    from medssl_zoo.train.config import PretrainConfig
-
-    for field in dataclasses.fields(PretrainConfig):
-        flag = f"--{field.name.replace('_', '-')}"
-        assert flag in text, flag
+    for name, field in RunConfig.model_fields.items():
+        flag = f"--{name.replace('_', '-')}"
+        assert flag in text and field.description, flag
     for group in (
         "what to train",
         "data and augmentation",

@@ -20,7 +20,7 @@ from zoo.data.cache_entry import CacheRequest
 from zoo.data.images import ImageDecodeError, read_image
 from zoo.data.layout import Skipped, candidate_roots, find_child, list_image_paths, list_images, subfolders
 from zoo.data.medmnist import read_npz
-from zoo.data.splits import SPLITS, Record, assign_splits, read_manifest, write_manifest
+from zoo.data.splits import DEFAULT_SPLIT_SEED, SPLITS, Record, assign_splits, read_manifest, write_manifest
 
 __all__ = [
     "DatasetNotFoundError",
@@ -346,7 +346,7 @@ def load_dataset(
     channels: int | None = None,
     split_policy: str | None = None,
     grouped: bool = False,
-    seed: int = 16,
+    seed: int = DEFAULT_SPLIT_SEED,
     val_fraction: float | None = None,
     test_fraction: float | None = None,
     manifest: str | Path | None = None,

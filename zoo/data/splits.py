@@ -18,9 +18,19 @@ from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from zoo.files import atomic_write_text, read_text, sha256_file
 
-__all__ = ["Record", "SPLITS", "assign_splits", "holdout", "write_manifest", "read_manifest", "file_sha256"]
+__all__ = [
+    "DEFAULT_SPLIT_SEED",
+    "Record",
+    "SPLITS",
+    "assign_splits",
+    "holdout",
+    "write_manifest",
+    "read_manifest",
+    "file_sha256",
+]
 
 SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT_SEED = 16  # the original study's split seed
 MANIFEST_FIELDS = ("path", "label", "split", "group")
 MAX_FIELD_CHARS = 4096  # PATH_MAX on Linux: no relative path, label or group written here is longer
 ROW_BYTES = 512  # what a manifest may take per row on average (real rows take 40 to 200 bytes)

@@ -58,16 +58,21 @@ class MethodSpec:
         names = inspect.signature(self.loss).parameters
         return [n for n in names if n not in ("self", "out_dim")]
 
+    def check_loss_options(self, options: dict | None) -> None:
+        """``ValueError`` naming the ``loss_options`` that are not settings of this method's loss."""
+        unknown = sorted(set(options or {}) - set(self.loss_parameters()))
+        if unknown:
+            valid = ", ".join(self.loss_parameters()) or "none"
+            raise ValueError(
+                f"loss_options {unknown} are not settings of {self.loss.__name__}; valid: {valid}"
+            )
+
     def make_loss(
         self, paper_mode: bool = False, out_dim: int | None = None, options: dict | None = None
     ) -> nn.Module:
         """The loss with the method's hyper-parameters (and the study's deviations when ``paper_mode``); ``options``
         override them (``ValueError`` naming unknown ones); ``out_dim`` reaches losses that need the head's width."""
-        unknown = sorted(set(options or {}) - set(self.loss_parameters()))
-        if unknown:
-            raise ValueError(
-                f"loss_options {unknown} are not settings of {self.loss.__name__}; valid: {', '.join(self.loss_parameters())}"
-            )
+        self.check_loss_options(options)
         kwargs = {**self.loss_kwargs, **(self.paper_loss_kwargs if paper_mode else {}), **(options or {})}
         if "out_dim" in inspect.signature(self.loss).parameters:
             kwargs["out_dim"] = out_dim
