@@ -28,17 +28,21 @@ from medssl_zoo.hub.card import render_card
 from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
 from zoo.data.splits import file_sha256
-from zoo.files import save_safetensors
+from zoo.files import open_regular, save_safetensors
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, is_export, make_config, zoo_home
 from zoo.methods import get_method_spec
 from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
-from zoo.run_dir import CURVES_FILE, ENCODER_FILE, SPLIT_FILE, Run, RunData, read_run
+from zoo.run_dir import CONFIG_FILE as RUN_CONFIG_FILE
+from zoo.run_dir import CURVES_FILE, ENCODER_FILE, SPLIT_FILE, SUMMARY_FILE, Run, RunData, read_run
 
 __all__ = ["ExportError", "export_run", "build_classifier", "check_destination", "write_folder", "zoo_home"]
 
 log = logging.getLogger(__name__)
 # run-configuration keys that are paths on the training machine: not published
 MACHINE_PATHS = ("data_root", "output_dir")
+# the run files an export reads: never through a symbolic link
+RUN_FILES_READ = (RUN_CONFIG_FILE, SUMMARY_FILE, ENCODER_FILE, SPLIT_FILE)
+MAX_EXTRA_BYTES = 64 * 1024 * 1024  # the curves image is a few hundred kB
 
 
 class ExportError(ValueError):
@@ -82,7 +86,8 @@ def _head_prefix(model: torch.nn.Module, head: torch.nn.Module) -> str:
 def check_destination(out_dir: Path, run_dir: Path | None = None, force: bool = False) -> None:
     """Refuse a destination whose files an export would destroy: the run itself or one of its parents always, any
     existing folder that is neither empty nor an earlier export unless ``force`` (which moves it aside)."""
-    out = Path(out_dir).resolve()
+    given = Path(out_dir)
+    out = given.resolve()
     if run_dir is not None:
         run = Path(run_dir).resolve()
         if out == run or run.is_relative_to(out):
@@ -90,9 +95,13 @@ def check_destination(out_dir: Path, run_dir: Path | None = None, force: bool = 
                 f"{out_dir} is the run directory or one of its parents; export into a folder of its own, "
                 f"e.g. $ZOO_HOME/<name>"
             )
-    if not out.exists() and not out.is_symlink():
+    if given.is_symlink():  # (resolve() above followed it: ask the name itself)
+        raise ExportError(
+            f"{out_dir} is a symbolic link; export into a folder of its own (links are never followed)"
+        )
+    if not out.exists():
         return
-    if not out.is_dir() or out.is_symlink():
+    if not out.is_dir():
         raise ExportError(f"{out_dir} exists and is not a folder; choose another destination")
     if is_export(out) or not any(out.iterdir()) or force:
         return
@@ -102,6 +111,32 @@ def check_destination(out_dir: Path, run_dir: Path | None = None, force: bool = 
         f"{' …' if len(names) > 5 else ''}); nothing was changed. Choose a new folder, or pass --force to move "
         "that folder aside (renamed, not deleted) and export there."
     )
+
+
+def _copy_regular(source: Path, dest: Path) -> None:
+    """Copy the regular file ``source`` without following a link (a run's ``curves.png -> ~/secret.txt`` would
+    otherwise be published with the model)."""
+    with (
+        open_regular(source, "run file", follow_links=False, limit=MAX_EXTRA_BYTES) as f,
+        open(dest, "xb") as out,
+    ):
+        shutil.copyfileobj(f, out)
+
+
+def _check_run_files(run_dir: Path) -> bool:
+    """Refuse a run whose files the export reads are symbolic links (their targets are not the run's); returns
+    whether the run's curves image can be copied (a link there is skipped with a warning naming it)."""
+    for name in RUN_FILES_READ:
+        if (run_dir / name).is_symlink():
+            raise ExportError(
+                f"{run_dir / name} is a symbolic link; an export reads only the run's own files, never what a "
+                "link points to: replace the link by the file itself"
+            )
+    plot = run_dir / CURVES_FILE
+    if plot.is_symlink():
+        log.warning("%s is a symbolic link: not copied into the export (links are never followed)", plot)
+        return False
+    return plot.is_file()
 
 
 def _set_aside(out: Path) -> Path:
@@ -134,7 +169,7 @@ def write_folder(
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name, source in (extra or {}).items():
-            shutil.copyfile(source, tmp / name)
+            _copy_regular(source, tmp / name)
         check_destination(out_dir, run_dir, force)  # again: the folder may have changed during the export
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary folder
@@ -236,6 +271,7 @@ def export_run(
     be pushed to) goes into the model card's usage lines.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    has_plot = _check_run_files(run_dir)
     run = read_run(run_dir)
     if not (run_dir / ENCODER_FILE).is_file():
         raise FileNotFoundError(f"{run_dir} has no {ENCODER_FILE}: is it a finished pre-training run?")
@@ -248,18 +284,17 @@ def export_run(
     metrics = _score(model, feats, data, run.config["knn_k"], probe)
 
     config = _export_config(run, model, data, metrics)
-    plot = run_dir / CURVES_FILE
     card = render_card(
         out_dir.name,
         config,
         metrics,
         get_dataset_spec(run.config["dataset"]),
         get_method_spec(run.config["method"]).citation,
-        plot=PLOT_FILE if plot.is_file() else None,
+        plot=PLOT_FILE if has_plot else None,
         repo_id=repo_id,
     )
 
-    extra = {PLOT_FILE: plot} if plot.is_file() else {}
+    extra = {PLOT_FILE: run_dir / CURVES_FILE} if has_plot else {}
     path = write_folder(out_dir, model, config, str(card), extra, run_dir=run_dir, force=force)
     log.info(
         "exported %s → %s (linear %.3f, kNN %.3f on test)",

@@ -11,21 +11,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
+import zoo
 from medssl_zoo.hub.card import REPO_PLACEHOLDER
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
+from zoo.files import open_regular
+from zoo.hub_format import CARD_FILE, CONFIG_FILE, EXPORT_FILES, PLOT_FILE, WEIGHTS_FILE, read_config
 from zoo.registry import is_hub_id
 from zoo.revision import check_revision
 
 __all__ = ["PushError", "push"]
 
 log = logging.getLogger(__name__)
+MAX_CARD_BYTES = 1024 * 1024  # a model card is a few kB of Markdown
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class PushError(RuntimeError):
@@ -69,25 +75,70 @@ def _check_can_push(api: HfApi) -> None:
         )
 
 
-def _check_folder(folder: Path) -> dict:
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if not (folder / f).is_file()]
+def _export_entries(folder: Path) -> list[str]:
+    """The export files present in ``folder``, each checked to be a regular file (a link or anything else among
+    them is refused, naming it); other entries are not uploaded (a warning names them)."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; give an exported model folder (python -m hub.export)")
+    names = sorted(os.listdir(folder))
+    present = [n for n in names if n in EXPORT_FILES]
+    for name in present:
+        path = folder / name
+        if path.is_symlink() or not path.is_file():
+            kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+            raise ValueError(
+                f"{path} is {kind}: push uploads only the export's own regular files, never what a link points "
+                "to; re-export the model (python -m hub.export) or put the file itself there"
+            )
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if f not in present]
     if missing:
         raise ValueError(
             f"{folder} is not an exported model folder: missing {missing} (run python -m hub.export)"
         )
-    return read_config(folder / CONFIG_FILE)
+    others = [n for n in names if n not in EXPORT_FILES]
+    if others:
+        log.warning("not uploaded (not export files): %s", ", ".join(others[:10]))
+    return present
 
 
-def _operations(folder: Path, repo_id: str) -> list[CommitOperationAdd]:
-    """The export's files; the model card with its usage lines pointing at ``repo_id`` (an export made before its
-    repository was known says ``<org>/<name>`` there)."""
-    card = re.sub(
-        re.escape(REPO_PLACEHOLDER) + r"[A-Za-z0-9._-]+", repo_id, (folder / CARD_FILE).read_text("utf-8")
-    )
-    files = [name for name in (WEIGHTS_FILE, CONFIG_FILE, PLOT_FILE) if (folder / name).is_file()]
-    return [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=card.encode("utf-8"))] + [
-        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
-    ]
+def _check_folder(folder: Path) -> tuple[dict, list[str]]:
+    """(config, the files to upload): the folder is verified as ``zoo.load`` reads it (config.json validated,
+    the model built on the meta device and compared with the safetensors header, then loaded strictly), so what
+    is published loads; ``ValueError`` naming the problem otherwise."""
+    present = _export_entries(folder)
+    try:
+        zoo.load(folder, local_paths=True)  # zoo.load's own checks, not a copy of them
+    except ValueError as e:
+        raise ValueError(f"{folder} cannot be published: {e}") from e
+    return read_config(folder / CONFIG_FILE), present
+
+
+def _card_text(folder: Path, repo_id: str) -> bytes:
+    """The model card with its usage lines pointing at ``repo_id`` (an export made before its repository was known
+    says ``<org>/<name>`` there)."""
+    with open_regular(folder / CARD_FILE, "model card", follow_links=False, limit=MAX_CARD_BYTES) as f:
+        try:
+            text = f.read(MAX_CARD_BYTES + 1).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{folder / CARD_FILE} is not UTF-8 text ({e.reason}); re-export the model"
+            ) from e
+    card = re.sub(re.escape(REPO_PLACEHOLDER) + r"[A-Za-z0-9._-]+", repo_id, text)
+    return card.encode("utf-8")
+
+
+def _operations(folder: Path, files: list[str], repo_id: str, stack: ExitStack) -> list[CommitOperationAdd]:
+    """One upload per export file, each read from the regular file that was checked (opened without following
+    links: a link swapped in after the checks is refused, not published); ``stack`` closes them."""
+    operations = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=_card_text(folder, repo_id))]
+    for name in (WEIGHTS_FILE, CONFIG_FILE, PLOT_FILE):
+        if name in files:
+            f = stack.enter_context(open_regular(folder / name, name, follow_links=False))
+            if name == PLOT_FILE and f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                raise ValueError(f"{folder / name} is not a PNG image; re-export the model")
+            f.seek(0)
+            operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=f))
+    return operations
 
 
 def push(
@@ -107,17 +158,21 @@ def push(
         raise ValueError(f"{repo_id!r} is not a Hub repository id (org/name)")
     check_revision(tag, "--tag")
     check_revision(branch, "--branch")
-    config = _check_folder(folder)
+    config, files = _check_folder(folder)
     api = api or HfApi()
     _check_can_push(api)
-    try:
-        return _upload(folder, repo_id, config, api, tag=tag, branch=branch, private=private, message=message)
-    except (HfHubHTTPError, *_network_errors()) as e:
-        raise _explain(e, api.endpoint or constants.ENDPOINT) from e
+    with ExitStack() as stack:
+        operations = _operations(folder, files, repo_id, stack)
+        try:
+            return _upload(
+                repo_id, config, operations, api, tag=tag, branch=branch, private=private, message=message
+            )
+        except (HfHubHTTPError, *_network_errors()) as e:
+            raise _explain(e, api.endpoint or constants.ENDPOINT) from e
 
 
 def _upload(
-    folder: Path, repo_id: str, config: dict, api: HfApi, *, tag, branch, private: bool, message
+    repo_id: str, config: dict, operations: list, api: HfApi, *, tag, branch, private: bool, message
 ) -> str:
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     if branch:
@@ -129,14 +184,20 @@ def _upload(
     )
     commit = api.create_commit(
         repo_id=repo_id,
-        operations=_operations(folder, repo_id),
+        operations=operations,
         commit_message=message or default_message,
         revision=branch,
     )
     sha = commit.oid
     if tag:
         api.create_tag(repo_id, tag=tag, revision=sha, tag_message=f"{repo_id} {tag}", exist_ok=True)
-    log.info("pushed %s to %s@%s%s", folder, repo_id, sha, f" (tag {tag})" if tag else "")
+    log.info(
+        "pushed %s to %s@%s%s",
+        [op.path_in_repo for op in operations],
+        repo_id,
+        sha,
+        f" (tag {tag})" if tag else "",
+    )
     return sha
 
 

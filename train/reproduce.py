@@ -7,21 +7,27 @@
 
 Each cell pre-trains from its recipe (``train/recipes/<method>-<dataset>[-paper].yaml``), then evaluates with
 ``train/evaluate.py``; with ``--push ORG`` it is exported, pushed to ``ORG/<cell>``, tagged, and entered into the
-registry file (``name: {repo_id, revision: <commit sha>}``, what ``$ZOO_REGISTRY`` reads). Every stage of a cell
-is recorded when it finishes: finished stages are skipped and interrupted pre-training resumes, so the command can
-be re-run until the table is complete (and everything published). Writes ``results.csv``, ``results.md`` and
-``summary.png`` to ``--out``.
+registry file (``name: {repo_id, revision: <commit sha>}``, what ``$ZOO_REGISTRY`` reads; kept in its format:
+``.json`` stays JSON, ``.yaml``/``.yml`` YAML). Every stage of a cell is recorded when it finishes, with the
+settings the cell is made with: finished stages are skipped and interrupted pre-training resumes, so the command can
+be re-run until the table is complete (and everything published). A cell made with other settings (another
+``--synthetic-steps``, recipe, flag or evaluation protocol) is never reused: the command stops before any work,
+naming the cells and settings, and ``--rerun-changed`` redoes them (pre-training only when its settings changed;
+the earlier run is renamed aside, never deleted). Writes ``results.csv``, ``results.md`` and ``summary.png`` to
+``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import shlex
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -32,11 +38,15 @@ from huggingface_hub import HfApi
 
 import zoo
 from medssl_zoo.train import evaluate
-from zoo.files import atomic_write_text
-from zoo.registry import STUDY_DATASETS, STUDY_METHODS
+from medssl_zoo.train.config import RESUMABLE_CHANGES
+from medssl_zoo.train.config import parse_args as parse_pretrain_args
+from zoo.files import atomic_write_text, read_json
+from zoo.registry import STUDY_DATASETS, STUDY_METHODS, ModelEntry, read_registry_file
 from zoo.run_dir import EVAL_DIR, is_run, read_run
 
 log = logging.getLogger("reproduce")
+REGISTRY_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+MAX_STATE_BYTES = 16 * 1024 * 1024  # a cell's record: its settings and a few hundred result rows
 SYNTHETIC = [
     "--backbone",
     "test_resnet",
@@ -160,18 +170,111 @@ def publish(cell: str, run_dir: Path, args) -> dict:
     return {"repo_id": repo_id, "revision": sha}
 
 
+def registry_format(path: Path) -> str:
+    """``json`` or ``yaml``, by the registry file's suffix (how ``zoo.load`` reads it: ``.json`` as JSON, else
+    YAML); a suffix this code would not write back in the same format is refused."""
+    fmt = REGISTRY_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"--registry {path}: cannot tell its format from the suffix {path.suffix or '(none)'!r}; name it "
+            "*.yaml, *.yml or *.json (it is written back in the format its suffix says)"
+        )
+    return fmt
+
+
+def read_registry(path: Path) -> dict[str, dict]:
+    """The registry file's entries as ``{name: {repo_id, revision[, description]}}``, read as ``zoo.load`` reads
+    it (bounded, every entry validated); an absent file is empty."""
+    if not (path.exists() or path.is_symlink()):
+        return {}
+    entries = read_registry_file(path, "--registry file")
+    return {name: _entry_fields(entry) for name, entry in entries.items()}
+
+
+def _entry_fields(entry: ModelEntry) -> dict:
+    fields = {"repo_id": entry.repo_id, "revision": entry.revision}
+    return {**fields, "description": entry.description} if entry.description else fields
+
+
 def update_registry(path: Path, name: str, entry: dict) -> None:
-    """Add ``name: {repo_id, revision}`` to the registry file ``zoo.load`` reads ($ZOO_REGISTRY), atomically."""
-    registry = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    registry = {**(registry or {}), name: entry}
-    atomic_write_text(path, yaml.safe_dump(dict(sorted(registry.items())), sort_keys=False))
+    """Add ``name: {repo_id, revision}`` to the registry file ``zoo.load`` reads ($ZOO_REGISTRY), atomically and
+    in the file's own format (a JSON registry stays JSON)."""
+    fmt = registry_format(path)
+    new = _entry_fields(ModelEntry(name, entry["repo_id"], entry.get("revision")))  # validated as read back
+    registry = dict(sorted({**read_registry(path), name: new}.items()))
+    if fmt == "json":
+        text = json.dumps(registry, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(registry, sort_keys=False)
+    atomic_write_text(path, text)
 
 
-def run_cell(cell: str, dataset: str, argv: list[str], args, baselines: str) -> dict:
-    """One cell, resumable: its state file records each finished stage (evaluation, publication)."""
+def registry_path(args) -> Path:
+    return Path(args.registry or Path(args.out) / "registry.yaml")
+
+
+def cell_settings(argv: list[str], run_dir: Path, args, baselines: str) -> dict:
+    """What a cell's results depend on: the resolved pre-training configuration (what ``pretrain`` runs, minus the
+    keys a resumed run may change: paths, logging, checkpoint cadence) and the evaluation settings."""
+    try:
+        cfg, _ = parse_pretrain_args([*argv, "--output-dir", str(run_dir)])
+    except SystemExit as e:  # argparse has printed the problem
+        raise ValueError(f"{run_dir.name}: invalid pre-training flags (--pretrain-args?), see above") from e
+    resolved = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    pretraining = {k: v for k, v in resolved.items() if k not in RESUMABLE_CHANGES}
+    evaluation = {"protocols": args.protocols, "fractions": args.fractions, "seeds": args.seeds}
+    return {"pretraining": pretraining, "evaluation": {**evaluation, "baselines": baselines}}
+
+
+def changed_settings(recorded, settings: dict) -> list[str]:
+    """``key: old → new`` for each setting that differs from what a cell recorded (empty when none)."""
+    if not isinstance(recorded, dict):
+        return ["its settings were not recorded (an older version made it)"]
+    changes = []
+    for part in ("pretraining", "evaluation"):
+        old, new = recorded.get(part) or {}, settings[part]
+        for key in sorted(set(old) | set(new)):
+            if old.get(key, "(unset)") != new.get(key, "(unset)"):
+                changes.append(f"{key}: {old.get(key, '(unset)')} → {new.get(key, '(unset)')}")
+    return changes
+
+
+def read_state(out: Path, cell: str) -> dict:
+    """A cell's record (``cells/<cell>.json``): its settings and each finished stage; empty for a new cell."""
+    path = out / "cells" / f"{cell}.json"
+    if not path.is_file():
+        return {}
+    state = read_json(path, MAX_STATE_BYTES, "cell record")
+    if not isinstance(state, dict):
+        raise ValueError(f"cell record {path} is not a JSON object; move it away to redo the cell")
+    return state
+
+
+def _restart(cell: str, out: Path, state: dict, settings: dict) -> dict:
+    """The record of a cell whose settings changed (--rerun-changed): a pre-training change sets the earlier run
+    aside (renamed, never deleted) and starts over; an evaluation change only re-evaluates."""
+    old = state.get("settings")
+    if isinstance(old, dict) and old.get("pretraining") == settings["pretraining"]:
+        return {k: v for k, v in state.items() if k != "summary"}
+    run_dir = out / "runs" / cell
+    if run_dir.exists() or run_dir.is_symlink():
+        aside = run_dir.with_name(f"{cell}.replaced-{datetime.now():%Y%m%d-%H%M%S}")
+        run_dir.rename(aside)
+        log.warning("%s: its settings changed; the earlier run is kept as %s", cell, aside)
+    return {}
+
+
+def run_cell(cell: str, argv: list[str], args, baselines: str) -> dict:
+    """One cell, resumable: its record holds the settings it runs with (written before any work) and each
+    finished stage (evaluation, publication); a cell recorded with other settings is redone (:func:`_restart`)."""
     out = Path(args.out)
     state_file, run_dir = out / "cells" / f"{cell}.json", out / "runs" / cell
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    state, settings = read_state(out, cell), cell_settings(argv, run_dir, args, baselines)
+    if (state or run_dir.exists()) and changed_settings(state.get("settings"), settings):
+        state = _restart(cell, out, state, settings)
+    if state.get("settings") != settings:
+        state["settings"] = settings
+        atomic_write_text(state_file, json.dumps(state))
     if "summary" in state:
         log.info("%s: finished earlier, skipped", cell)
     else:
@@ -182,18 +285,52 @@ def run_cell(cell: str, dataset: str, argv: list[str], args, baselines: str) -> 
         state["published"] = publish(cell, run_dir, args)
         atomic_write_text(state_file, json.dumps(state))
     if args.push:
-        update_registry(Path(args.registry or out / "registry.yaml"), cell, state["published"])
+        update_registry(registry_path(args), cell, state["published"])
     return state
+
+
+def plan(args) -> list[tuple[str, str, str, list[str], str]]:
+    """(cell, dataset, method, pre-training argv, baselines) of every cell; the baselines are evaluated with the
+    first cell of each dataset."""
+    rows, seen = [], set()
+    for cell, dataset, method, argv in cells(args):
+        rows.append((cell, dataset, method, argv, "none" if dataset in seen else args.baselines))
+        seen.add(dataset)
+    return rows
+
+
+def check_cells(matrix: list, args) -> None:
+    """Before any work: each cell made earlier must have been made with this command's settings, else one error
+    naming the cells and settings (``--rerun-changed`` redoes them); the registry file must be one this code
+    can read and write back in its format."""
+    out = Path(args.out)
+    if args.push:
+        registry_format(registry_path(args))
+        read_registry(registry_path(args))
+    changed = []
+    for cell, _, _, argv, baselines in matrix:
+        state, run_dir = read_state(out, cell), out / "runs" / cell
+        if not state and not run_dir.exists():
+            continue  # a new cell
+        changes = changed_settings(state.get("settings"), cell_settings(argv, run_dir, args, baselines))
+        if changes:
+            changed.append(f"{cell} ({'; '.join(changes[:4])}{' …' if len(changes) > 4 else ''})")
+    if changed and not args.rerun_changed:
+        raise ValueError(
+            f"{len(changed)} cell(s) in {out} were made with other settings: {', '.join(changed[:3])}"
+            f"{' …' if len(changed) > 3 else ''}. Nothing was run: pass --rerun-changed to redo them (earlier "
+            "runs are renamed aside, never deleted), or choose another --out"
+        )
 
 
 def run(args) -> list[dict]:
     out = Path(args.out)
+    matrix = plan(args)
+    check_cells(matrix, args)
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    rows, seen_datasets = [], set()
-    for cell, dataset, method, argv in cells(args):
-        first_of_dataset = dataset not in seen_datasets
-        seen_datasets.add(dataset)
-        state = run_cell(cell, dataset, argv, args, args.baselines if first_of_dataset else "none")
+    rows = []
+    for cell, dataset, method, argv, baselines in matrix:
+        state = run_cell(cell, argv, args, baselines)
         for r in state["summary"]:
             rows.append({"dataset": dataset, "method": method if r["encoder"] == "ssl" else "—", **r})
     write_table(rows, out)
@@ -297,12 +434,19 @@ def main(argv=None) -> int:
     pub.add_argument(
         "--registry",
         type=Path,
-        help="registry file to write, name: {repo_id, revision} (default: OUT/registry.yaml; use as $ZOO_REGISTRY)",
+        help="registry file to update, name: {repo_id, revision}, kept in its format by its suffix (.yaml, .yml "
+        "or .json; default: OUT/registry.yaml; use as $ZOO_REGISTRY)",
     )
     pub.add_argument(
         "--push-endpoint", help="upload to this Hub-compatible server (default: HF_ENDPOINT / the Hub)"
     )
     p.add_argument("--out", default="results", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="redo the cells made earlier with other settings (pre-training only when its settings changed; the "
+        "earlier run is renamed aside, never deleted); without it such cells are an error naming the settings",
+    )
     args = p.parse_args(argv)
     try:
         rows = run(args)

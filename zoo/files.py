@@ -16,6 +16,7 @@ nested aliases expand to gigabytes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -216,18 +217,40 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def open_regular(path: str | Path, what: str = "file"):
-    """``path`` open for binary reading if it is a regular file (a link to one is followed); a FIFO, a device
-    (``/dev/zero``), a socket or a folder is refused with a ``ValueError`` naming it. It is opened without
-    blocking, then checked: opening a FIFO for reading would otherwise wait for a writer forever."""
+def open_regular(
+    path: str | Path, what: str = "file", *, follow_links: bool = True, limit: int | None = None
+) -> BinaryIO:
+    """``path`` open for binary reading if it is a regular file (a link to one is followed, unless
+    ``follow_links=False``); a FIFO, a device (``/dev/zero``), a socket or a folder is refused with a ``ValueError``
+    naming it, and so is a file larger than ``limit`` bytes. It is opened without blocking, then checked: opening a
+    FIFO for reading would otherwise wait for a writer forever.
+
+    ``follow_links=False`` refuses a symbolic link instead (``O_NOFOLLOW``): a link planted in a folder the project
+    publishes or copies (``curves.png -> ~/secret.txt``) would otherwise hand out any file of this machine; what is
+    read is the file that was checked, even if the name is replaced afterwards."""
     path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        if path.is_symlink():  # O_NOFOLLOW below is the guarantee; this names the problem on every OS
+            raise ValueError(
+                f"{what} {path} is a symbolic link; links are never followed: put the file there"
+            )
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, flags)
     except IsADirectoryError as e:
         raise ValueError(f"{what} {path} is a folder, not a file") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError(f"{what} {path} is a symbolic link; links are never followed") from e
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise ValueError(f"{what} {path} is not a regular file (a folder, device or pipe); give a file")
+    if limit is not None and info.st_size > limit:
+        os.close(fd)
+        raise FileTooLargeError(f"{what} {path} is {info.st_size} bytes; a {what} is at most {limit} bytes")
     return os.fdopen(fd, "rb")
 
 
