@@ -5,15 +5,24 @@
     python demo/app.py --model ./zoo_home/my-model --host 0.0.0.0   # only if you mean to serve your network
 
 API (gradio_client): ``Client(url).predict(handle_file(path), model, "", True, 3, api_name="/classify")``.
+
+The server is open to strangers, so it is bounded: at most ``--max-models`` models are held in memory (the least
+recently used is released first), Hub ids typed by visitors are only loaded with ``--allow-hub-ids``, each upload
+is deleted once read (Gradio's ``delete_cache`` removes what is left, outputs included, after
+``CACHE_MAX_AGE_S``), and messages shown to visitors name the model or "the upload", never a path on the server
+(the full message goes to the server's log).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+import logging
 import os
+import re
 import sys
 import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outbound lookups
@@ -31,37 +40,77 @@ import zoo
 from medssl_zoo.demo.imaging import ImageDecodeError, read_upload
 from medssl_zoo.demo.saliency import grad_cam, overlay
 from zoo.hub_format import zoo_home
+from zoo.registry import close_names, is_hub_id
 
-__all__ = ["build_demo", "classify", "preprocess", "get_model", "default_model"]
+__all__ = [
+    "build_demo",
+    "classify",
+    "preprocess",
+    "get_model",
+    "default_model",
+    "add_operator_model",
+    "SETTINGS",
+]
 
+log = logging.getLogger("demo")
 DEFAULT_MODEL = "simclr-synthetic"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"]
 MAX_UPLOAD = "200mb"
-_MODELS: dict[str, torch.nn.Module] = {}
-_LOADING: dict[str, threading.Lock] = {}
+CACHE_SWEEP_S, CACHE_MAX_AGE_S = 60, 600  # Gradio's delete_cache: every minute, what is older than 10 minutes
+MAX_NAME_SHOWN = 80  # characters of a typed model name repeated in a message
+SETTINGS = {"max_models": 4, "allow_hub_ids": False}  # set by main from --max-models / --allow-hub-ids
+_MODELS: OrderedDict[str, torch.nn.Module] = OrderedDict()  # least recently used first
+_LOADING: dict[str, threading.Lock] = {}  # one lock per name being loaded, dropped when its load ends
 _LOCK = threading.Lock()  # guards the two dicts only, never held while a model loads
-OPERATOR_MODELS: set[str] = set()  # what the operator named with --model: the only paths the demo may load
+_TRANSFORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # never keeps a released model alive
+# what the operator named with --model, by the name visitors see (a folder's own name, never its path) → what
+# was given: the only paths the demo may load
+OPERATOR_MODELS: dict[str, str] = {}
+
+
+def add_operator_model(source: str) -> str:
+    """Register the operator's ``--model`` (a folder, name or Hub id); returns the name visitors see: a folder's
+    own name, so that no server path is ever shown on the page."""
+    path = Path(source).expanduser()
+    shown = path.resolve().name if path.is_dir() else source
+    OPERATOR_MODELS[shown] = source
+    return shown
 
 
 def get_model(name: str) -> torch.nn.Module:
-    """Load once, then serve from memory (thread-safe). Requests for a model being loaded wait for that load
-    only; every other request, loaded models included, goes on meanwhile.
+    """Load once, then serve from memory (thread-safe), keeping at most ``SETTINGS["max_models"]`` models: the
+    least recently used is released first. Requests for a model being loaded wait for that load only; every other
+    request, loaded models included, goes on meanwhile. A failed load leaves nothing behind (its lock is dropped).
 
-    Names typed into the page load registered names, ``$ZOO_HOME`` exports and Hub ids only; a path on the
-    server loads only when the operator named it with ``--model``."""
+    ``name`` is an operator's model (:func:`add_operator_model`; the only way a server path is loaded), a
+    registered name, a ``$ZOO_HOME`` export or a Hub id."""
     with _LOCK:
         if name in _MODELS:
+            _MODELS.move_to_end(name)
             return _MODELS[name]
         loading = _LOADING.setdefault(name, threading.Lock())
     with loading:
-        with _LOCK:
-            if name in _MODELS:
-                return _MODELS[name]
-        model = zoo.load(name, local_paths=name in OPERATOR_MODELS)
-        with _LOCK:
-            _MODELS[name] = model
-            _LOADING.pop(name, None)
-    return model
+        try:
+            with _LOCK:
+                if name in _MODELS:
+                    _MODELS.move_to_end(name)
+                    return _MODELS[name]
+            model = zoo.load(OPERATOR_MODELS.get(name, name), local_paths=name in OPERATOR_MODELS)
+            _keep(name, model)
+            return model
+        finally:
+            with _LOCK:
+                if _LOADING.get(name) is loading:
+                    del _LOADING[name]
+
+
+def _keep(name: str, model: torch.nn.Module) -> None:
+    with _LOCK:
+        _MODELS[name] = model
+        _MODELS.move_to_end(name)
+        while len(_MODELS) > max(1, int(SETTINGS["max_models"])):
+            released, _ = _MODELS.popitem(last=False)
+            log.info("released model %s (at most %d are kept)", released, SETTINGS["max_models"])
 
 
 def default_model() -> str | None:
@@ -69,11 +118,12 @@ def default_model() -> str | None:
     return DEFAULT_MODEL if DEFAULT_MODEL in local else (local[0] if local else None)
 
 
-@functools.cache
 def _eval_transform(model: torch.nn.Module) -> tuple:
-    """(timm eval transform, data config) of a model, built once per loaded model."""
-    config = timm.data.resolve_data_config({}, model=model)
-    return timm.data.create_transform(**config, is_training=False), config
+    """(timm eval transform, data config) of a model, built once per loaded model (and forgotten with it)."""
+    if model not in _TRANSFORMS:
+        config = timm.data.resolve_data_config({}, model=model)
+        _TRANSFORMS[model] = timm.data.create_transform(**config, is_training=False), config
+    return _TRANSFORMS[model]
 
 
 def preprocess(image: Image.Image, model: torch.nn.Module) -> tuple[torch.Tensor, Image.Image]:
@@ -113,25 +163,87 @@ def model_card(model: torch.nn.Module, name: str) -> str:
     )
 
 
-def classify(file, choice: str, custom: str, saliency: bool = True, top_k: int = 3):
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= MAX_NAME_SHOWN else name[:MAX_NAME_SHOWN] + "…")
+
+
+def _visitor_model(name: str) -> torch.nn.Module:
+    """The model a visitor picked or typed, or a ``gr.Error`` that names it and never a server path (the full
+    reason is logged): only the operator's models, registered names, ``$ZOO_HOME`` exports and, with
+    ``--allow-hub-ids``, Hub ids are loaded."""
+    try:
+        if name not in OPERATOR_MODELS and is_hub_id(name) and not SETTINGS["allow_hub_ids"]:
+            raise gr.Error(
+                f"Cannot load model {_shown(name)}: this server does not download Hub repositories typed by "
+                "visitors (its operator can allow it with --allow-hub-ids); pick one of the listed models."
+            )
+        if name not in OPERATOR_MODELS and not is_hub_id(name) and name not in zoo.list_models():
+            close = ", ".join(close_names(name)) if len(name) <= MAX_NAME_SHOWN else ""
+            raise gr.Error(
+                f"Cannot load model {_shown(name)}: unknown model, not one of this server's models."
+                + (f" Close names: {close}." if close else " Pick one of the listed models.")
+            )
+        return get_model(name)
+    except gr.Error:
+        raise
+    except zoo.ModelNotAvailableError as e:
+        log.warning("model %r cannot be loaded: %s", name, e)
+        reason = "it is not available here now (not published yet, or its download failed)"
+    except Exception as e:  # a broken model folder or registry: the visitor gets no server detail
+        log.warning("model %r cannot be loaded: %s: %s", name, type(e).__name__, e)
+        reason = "its files are damaged or do not fit its configuration"
+    raise gr.Error(f"Cannot load model {_shown(name)}: {reason}; the server's log has the details.")
+
+
+def _without_paths(message: str, path: Path) -> str:
+    """A decoding error as a visitor may see it: the upload's server path (Gradio's ``/tmp/gradio/<hash>/``)
+    replaced by "the upload", and any other absolute path by "…"."""
+    for form in sorted(
+        {str(path), str(path.resolve()), str(path.parent), str(path.resolve().parent)}, key=len
+    )[::-1]:
+        message = message.replace(form, "the upload")
+    return re.sub(r"(?<![\w.])/(?:[^\s'\"/]+/)+[^\s'\",)]*", "…", message)
+
+
+def _uploads_of(request) -> set:
+    """The files Gradio's upload route wrote for this app (its ``upload_file_set``); empty for a direct call."""
+    blocks = getattr(getattr(getattr(request, "request", None), "app", None), "get_blocks", None)
+    return getattr(blocks(), "upload_file_set", set()) if blocks else set()
+
+
+def _read_and_delete(path: Path, channels: int, request) -> tuple[Image.Image, str]:
+    """The upload as an image; the upload itself is deleted once read (medical images are not kept on the server;
+    20 uploads of 50 MB used to stay as 1.1 GB), but only a file Gradio's upload route wrote for this app, never an
+    example or a file of a direct caller."""
+    try:
+        return read_upload(path, channels)
+    except FileNotFoundError as e:
+        raise gr.Error(
+            "Could not read the upload: it is no longer on the server (each upload is deleted once it has been "
+            "classified); upload the file again."
+        ) from e
+    except (ImageDecodeError, OSError) as e:
+        log.warning("upload %s: %s", path, e)
+        raise gr.Error(f"Could not read the upload: {_without_paths(str(e), path)}") from e
+    finally:
+        if str(path) in _uploads_of(request):
+            path.unlink(missing_ok=True)  # a visitor's upload, written for this app by Gradio's upload route
+
+
+def classify(
+    file, choice: str, custom: str, saliency: bool = True, top_k: int = 3, request: gr.Request = None
+):
     """The one API endpoint: (file, model name, custom name/repo id, saliency?, top-k) → label, overlay, 2 texts."""
     name = (custom or "").strip() or choice
     if not name:
         raise gr.Error(
-            "Pick a model, or type a Hub repo id. Train one with `accelerate launch train/pretrain.py`."
+            "Pick a model, or type a model name. Train one with `accelerate launch train/pretrain.py`."
         )
     if file is None:
         raise gr.Error("Upload an image first (PNG, JPEG, TIFF or DICOM).")
-    path = file if isinstance(file, str) else getattr(file, "name", None) or file["path"]
-    try:
-        model = get_model(name)
-    except (zoo.ModelNotAvailableError, ValueError) as e:
-        raise gr.Error(f"Cannot load model {name!r}: {e}") from e
-    channels = model.pretrained_cfg["input_size"][0]
-    try:
-        image, original_mode = read_upload(path, channels)
-    except (ImageDecodeError, OSError) as e:
-        raise gr.Error(f"Could not read the upload: {e}") from e
+    path = Path(file if isinstance(file, str) else getattr(file, "name", None) or file["path"])
+    model = _visitor_model(name)  # the upload stays until it is read: the visitor may pick another model
+    image, original_mode = _read_and_delete(path, model.pretrained_cfg["input_size"][0], request)
     x, shown = preprocess(image, model)
     with torch.inference_mode():
         probabilities = model(x).softmax(dim=1)[0]
@@ -174,12 +286,16 @@ def example_files() -> list[str]:
 
 
 def build_demo(model: str | None = None) -> gr.Blocks:
-    choices = zoo.list_models()
+    """The page: ``model`` (a name visitors see, see :func:`add_operator_model`) is shown first. Every input and
+    output carries a label, which is also its name in the API (``gradio_client``'s ``view_api``)."""
+    choices = sorted(set(zoo.list_models()) | set(OPERATOR_MODELS))
     initial = model or default_model()
-    with gr.Blocks(title="MedSSL Zoo demo") as demo:
+    hub_ids = " or a Hub repo id (org/name)" if SETTINGS["allow_hub_ids"] else ""
+    with gr.Blocks(title="MedSSL Zoo demo", delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as demo:
         gr.Markdown(
             "# MedSSL Zoo\nSelf-supervised encoders for small medical datasets. "
-            "Upload a histology tile or a chest X-ray. **Research use only, not for clinical decisions.**"
+            "Upload a histology tile or a chest X-ray. **Research use only, not for clinical decisions.** "
+            "Uploads are deleted from the server once classified."
         )
         with gr.Row():
             with gr.Column():
@@ -189,9 +305,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                     label="Model",
                     allow_custom_value=True,
                 )
-                custom = gr.Textbox(
-                    label="…or a Hub repo id (org/name)", value="" if initial in choices else (initial or "")
-                )
+                custom = gr.Textbox(label=f"…or a model name{hub_ids}", value="")
                 upload = gr.File(
                     label="Image (PNG, JPEG, TIFF, DICOM)", file_types=FILE_TYPES, type="filepath"
                 )
@@ -202,8 +316,8 @@ def build_demo(model: str | None = None) -> gr.Blocks:
             with gr.Column():
                 label = gr.Label(label="Prediction", elem_id="prediction")
                 heat = gr.Image(label="Where the model looks", type="pil")
-                info = gr.Markdown()
-                card = gr.Markdown()
+                info = gr.Markdown(label="Preprocessing")
+                card = gr.Markdown(label="Model card")
         gr.Examples(example_files(), inputs=[upload], label="Examples")
         run.click(
             classify,
@@ -214,7 +328,14 @@ def build_demo(model: str | None = None) -> gr.Blocks:
     return demo
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of models")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="demo",
         description="MedSSL Zoo Gradio demo: upload an image, see the class probabilities and a Grad-CAM map.",
@@ -222,18 +343,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model",
         help="registry name, $ZOO_HOME export, folder or Hub repo id shown first (default: the local default "
-        "model); visitors may pick registered names, $ZOO_HOME exports and Hub ids, never other server paths",
+        "model); visitors may pick registered names and $ZOO_HOME exports, never other server paths (a folder "
+        "is shown by its own name)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default: %(default)s)")
+    parser.add_argument(
+        "--max-models",
+        type=_positive,
+        default=SETTINGS["max_models"],
+        help="models kept in memory at once; the least recently used is released first (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-hub-ids",
+        action="store_true",
+        help="let visitors type any Hub repo id (org/name), downloaded into this server's Hugging Face cache "
+        "(off by default: only the listed models)",
+    )
     parser.add_argument(
         "--share", action="store_true", help="create a public gradio.live link (off by default)"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    SETTINGS.update(max_models=args.max_models, allow_hub_ids=args.allow_hub_ids)
+    shown = None
     if args.model:
-        OPERATOR_MODELS.add(args.model)
-        get_model(args.model)  # fail fast, before the server starts, on an unknown model
-    demo = build_demo(args.model)
+        shown = add_operator_model(args.model)
+        try:
+            get_model(shown)  # fail fast, before the server starts, with one line
+        except (LookupError, ValueError, OSError, RuntimeError) as e:
+            log.error("cannot start the demo: --model %s cannot be loaded: %s", args.model, e)
+            return 2
+    demo = build_demo(shown)
     demo.queue(default_concurrency_limit=2, max_size=256)
     demo.launch(
         server_name=args.host,

@@ -40,9 +40,21 @@ def gray_export(tiny_export):
 
 
 @pytest.fixture(scope="session")
-def demo_url(tiny_export, tmp_path_factory):
-    """`python demo/app.py` on 127.0.0.1, started as a user would, stopped by PID."""
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+def gradio_files(tmp_path_factory):
+    """The demo server's Gradio cache folder (GRADIO_TEMP_DIR): uploads and outputs land here."""
+    return tmp_path_factory.mktemp("gradio-files")
+
+
+@pytest.fixture(scope="session")
+def demo_url(tiny_export, gradio_files, tmp_path_factory):
+    """`python demo/app.py` on 127.0.0.1, started as a user would, stopped by PID; the operator's model is a
+    folder, shown to visitors by its own name."""
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_TEMP_DIR": str(gradio_files),
+    }
 
     def command(port: int) -> list[str]:
         return [

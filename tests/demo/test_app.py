@@ -67,7 +67,7 @@ MODES = {
 @pytest.mark.parametrize("kind", list(MODES))
 def test_every_input_kind_is_classified_like_zoo_load(client, tiny_export, inputs, kind):
     """The served probabilities are the softmax of zoo.load's logits on the same decoded image, for every kind."""
-    label, heat, info, card = predict(client, inputs[kind], custom=str(tiny_export), saliency=kind == "png")
+    label, heat, info, card = predict(client, inputs[kind], custom=tiny_export.name, saliency=kind == "png")
     model = zoo.load(tiny_export)
     image, mode = read_upload(inputs[kind], 3)
     x, _ = preprocess(image, model)
@@ -106,10 +106,10 @@ def test_bad_inputs_give_messages_and_the_server_keeps_serving(client, tiny_expo
     ]
     for path, message in cases:
         with pytest.raises(Exception, match=message):
-            predict(client, path, custom=str(tiny_export))
+            predict(client, path, custom=tiny_export.name)
     with pytest.raises(Exception, match="Cannot load model 'no-such-model'.*unknown model"):
         predict(client, inputs["png"], custom="no-such-model")
-    label, *_ = predict(client, inputs["png"], custom=str(tiny_export))  # still serving
+    label, *_ = predict(client, inputs["png"], custom=tiny_export.name)  # still serving
     assert label["label"]
 
 
