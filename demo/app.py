@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import threading
 import weakref
@@ -37,8 +36,8 @@ import torch
 from PIL import Image
 
 import zoo
-from medssl_zoo.demo.imaging import ImageDecodeError, read_upload
 from medssl_zoo.demo.saliency import grad_cam, overlay
+from medssl_zoo.demo.uploads import UploadError, read_once
 from zoo.hub_format import zoo_home
 from zoo.registry import close_names, is_hub_id
 
@@ -195,41 +194,6 @@ def _visitor_model(name: str) -> torch.nn.Module:
     raise gr.Error(f"Cannot load model {_shown(name)}: {reason}; the server's log has the details.")
 
 
-def _without_paths(message: str, path: Path) -> str:
-    """A decoding error as a visitor may see it: the upload's server path (Gradio's ``/tmp/gradio/<hash>/``)
-    replaced by "the upload", and any other absolute path by "…"."""
-    for form in sorted(
-        {str(path), str(path.resolve()), str(path.parent), str(path.resolve().parent)}, key=len
-    )[::-1]:
-        message = message.replace(form, "the upload")
-    return re.sub(r"(?<![\w.])/(?:[^\s'\"/]+/)+[^\s'\",)]*", "…", message)
-
-
-def _uploads_of(request) -> set:
-    """The files Gradio's upload route wrote for this app (its ``upload_file_set``); empty for a direct call."""
-    blocks = getattr(getattr(getattr(request, "request", None), "app", None), "get_blocks", None)
-    return getattr(blocks(), "upload_file_set", set()) if blocks else set()
-
-
-def _read_and_delete(path: Path, channels: int, request) -> tuple[Image.Image, str]:
-    """The upload as an image; the upload itself is deleted once read (medical images are not kept on the server;
-    20 uploads of 50 MB used to stay as 1.1 GB), but only a file Gradio's upload route wrote for this app, never an
-    example or a file of a direct caller."""
-    try:
-        return read_upload(path, channels)
-    except FileNotFoundError as e:
-        raise gr.Error(
-            "Could not read the upload: it is no longer on the server (each upload is deleted once it has been "
-            "classified); upload the file again."
-        ) from e
-    except (ImageDecodeError, OSError) as e:
-        log.warning("upload %s: %s", path, e)
-        raise gr.Error(f"Could not read the upload: {_without_paths(str(e), path)}") from e
-    finally:
-        if str(path) in _uploads_of(request):
-            path.unlink(missing_ok=True)  # a visitor's upload, written for this app by Gradio's upload route
-
-
 def classify(
     file, choice: str, custom: str, saliency: bool = True, top_k: int = 3, request: gr.Request = None
 ):
@@ -243,7 +207,10 @@ def classify(
         raise gr.Error("Upload an image first (PNG, JPEG, TIFF or DICOM).")
     path = Path(file if isinstance(file, str) else getattr(file, "name", None) or file["path"])
     model = _visitor_model(name)  # the upload stays until it is read: the visitor may pick another model
-    image, original_mode = _read_and_delete(path, model.pretrained_cfg["input_size"][0], request)
+    try:
+        image, original_mode = read_once(path, model.pretrained_cfg["input_size"][0], request)
+    except UploadError as e:
+        raise gr.Error(f"Could not read the upload: {e}") from e
     x, shown = preprocess(image, model)
     with torch.inference_mode():
         probabilities = model(x).softmax(dim=1)[0]

@@ -212,6 +212,44 @@ def test_uploads_are_deleted_once_read(server, tiny_export, tmp_path):
     assert [p for p in cache.rglob("*") if p.is_file() and p.name == bad.name] == []
 
 
+@pytest.mark.timeout(300)
+def test_the_same_file_uploaded_by_many_at_once_is_served_to_all_and_then_gone(server, tiny_export, tmp_path):
+    """Gradio stores equal uploads at one path: the first read must not fail the others (the decoded image is kept
+    briefly in memory, keyed by that content-addressed path)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    url, cache = server
+    path = tmp_path / "shared.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (200, 260, 3), dtype=np.uint8)).save(path)
+
+    def call(_):
+        client = Client(url, verbose=False)
+        return client.predict(handle_file(str(path)), tiny_export.name, "", False, 3, api_name="/classify")
+
+    with ThreadPoolExecutor(8) as pool:
+        labels = [label["label"] for label, *_ in pool.map(call, range(16))]
+    assert len(labels) == 16 and len(set(labels)) == 1
+    assert [p for p in cache.rglob("*") if p.is_file() and p.name == path.name] == []
+
+
+def test_recent_uploads_are_bounded_in_bytes_and_time(monkeypatch):
+    from medssl_zoo.demo import uploads
+
+    clock = [0.0]
+    monkeypatch.setattr(uploads.time, "monotonic", lambda: clock[0])
+    recent = uploads._Recent(max_bytes=3 * 100 * 100 * 3, ttl_s=10)
+    image = Image.new("RGB", (100, 100))
+    for i in range(5):
+        recent.put((f"upload-{i}", 3), (image, "RGB"))
+    assert list(recent.items) == [("upload-2", 3), ("upload-3", 3), ("upload-4", 3)]  # the oldest dropped
+    recent.put(("huge", 3), (Image.new("RGB", (400, 400)), "RGB"))  # larger than the bound: not kept
+    assert recent.get(("huge", 3)) is None and recent.get(("upload-4", 3))[1] == "RGB"
+    clock[0] = 11.0
+    assert recent.get(("upload-4", 3)) is None and not recent.items  # expired
+
+
 @pytest.mark.timeout(120)
 def test_every_api_input_and_output_has_a_readable_name(server):
     from gradio_client import Client
@@ -225,10 +263,7 @@ def test_every_api_input_and_output_has_a_readable_name(server):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("model", ["vicreg-breast", "broken-folder", "no-such-model"])
-def test_a_model_that_cannot_be_loaded_at_start_up_is_one_line_and_exit_code_2(model, tiny_export, tmp_path):
-    if model == "broken-folder":
-        model = str(tmp_path / broken(tiny_export, tmp_path, "broken-folder"))
+def test_the_readmes_command_with_an_unpublished_model_is_one_line_and_exit_code_2(tmp_path):
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -236,24 +271,49 @@ def test_a_model_that_cannot_be_loaded_at_start_up_is_one_line_and_exit_code_2(m
         "ZOO_HOME": str(tmp_path),
     }
     proc = subprocess.run(
-        [sys.executable, "demo/app.py", "--model", model, "--port", str(free_port())],
+        [sys.executable, "demo/app.py", "--model", "vicreg-breast", "--port", str(free_port())],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=100,
     )
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"ERROR cannot start the demo: --model {model} cannot be loaded: ")
-
-
-def test_the_demo_options_are_explained():
-    proc = subprocess.run(
-        [sys.executable, "demo/app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=100
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(
+        "ERROR cannot start the demo: --model vicreg-breast cannot be loaded: vicreg-breast is registered but "
+        "its weights are not published yet"
     )
-    text = " ".join(proc.stdout.split())
-    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("model", ["broken-folder", "no-such-model", "org/not-reachable"])
+def test_any_model_that_cannot_be_loaded_at_start_up_is_one_error(
+    model, home, tiny_export, caplog, monkeypatch
+):
+    if model == "broken-folder":
+        model = str(home / broken(tiny_export, home, "broken-folder"))
+    monkeypatch.setattr(gr.Blocks, "launch", lambda *a, **k: pytest.fail("the server started"))
+    monkeypatch.setattr(zoo, "load", _unreachable_for_hub_ids(zoo.load))
+    assert app.main(["--model", model]) == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"cannot start the demo: --model {model} cannot be loaded: "
+    )
+
+
+def _unreachable_for_hub_ids(real_load):
+    def load(name, **kwargs):
+        if is_hub_id(str(name)):
+            raise zoo.ModelNotAvailableError(f"{name}: the Hub at http://127.0.0.1:9 did not answer")
+        return real_load(name, **kwargs)
+
+    return load
+
+
+def test_the_demo_options_are_explained(capsys):
+    with pytest.raises(SystemExit) as exited:
+        app.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
     for phrase in (
         "--port PORT port to serve on (default: 7860)",
         "--max-models MAX_MODELS models kept in memory at once; the least recently used is released first "
