@@ -82,6 +82,15 @@ def uploads_of(request) -> set:
     return getattr(blocks(), "upload_file_set", set()) if blocks else set()
 
 
+def _gone(error: BaseException, path: Path) -> bool:
+    """Whether reading failed because the file is not there (the decoder may wrap the FileNotFoundError)."""
+    while error is not None:
+        if isinstance(error, FileNotFoundError):
+            return True
+        error = error.__cause__ or error.__context__
+    return not path.exists()
+
+
 def read_once(path: Path, channels: int, request=None) -> tuple[Image.Image, str]:
     """The upload at ``path`` as an image in the model's channel mode (see ``read_upload``); a file that Gradio's
     upload route wrote for this app is deleted once read (never an example or a direct caller's file).
@@ -92,14 +101,14 @@ def read_once(path: Path, channels: int, request=None) -> tuple[Image.Image, str
         if uploaded:
             _RECENT.put(key, result)  # before the file goes: a request for the same content finds it here
         return result
-    except FileNotFoundError as e:
-        recent = _RECENT.get(key) if uploaded else None
-        if recent is not None:  # the same content, uploaded again, read by another request meanwhile
-            return recent
-        raise UploadError(
-            "it is no longer on the server (each upload is deleted once it has been read); upload the file again"
-        ) from e
     except (ImageDecodeError, OSError) as e:
+        if _gone(e, path):
+            recent = _RECENT.get(key) if uploaded else None
+            if recent is not None:  # the same content, uploaded again, read by another request meanwhile
+                return recent
+            raise UploadError(
+                "it is no longer on the server (each upload is deleted once it has been read); upload it again"
+            ) from e
         log.warning("upload %s: %s", path, e)
         raise UploadError(without_paths(str(e), path)) from e
     finally:
