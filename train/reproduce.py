@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import shlex
@@ -38,8 +37,8 @@ from huggingface_hub import HfApi
 
 import zoo
 from medssl_zoo.train import evaluate
-from medssl_zoo.train.config import RESUMABLE_CHANGES
 from medssl_zoo.train.config import parse_args as parse_pretrain_args
+from medssl_zoo.train.lifecycle import checkpoint_config
 from zoo.files import atomic_write_text, read_json
 from zoo.registry import STUDY_DATASETS, STUDY_METHODS, ModelEntry, read_registry_file
 from zoo.run_dir import EVAL_DIR, is_run, read_run
@@ -220,8 +219,7 @@ def cell_settings(argv: list[str], run_dir: Path, args, baselines: str) -> dict:
         cfg, _ = parse_pretrain_args([*argv, "--output-dir", str(run_dir)])
     except SystemExit as e:  # argparse has printed the problem
         raise ValueError(f"{run_dir.name}: invalid pre-training flags (--pretrain-args?), see above") from e
-    resolved = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-    pretraining = {k: v for k, v in resolved.items() if k not in RESUMABLE_CHANGES}
+    pretraining = checkpoint_config(cfg)  # what a resumed run must share with its checkpoint
     evaluation = {"protocols": args.protocols, "fractions": args.fractions, "seeds": args.seeds}
     return {"pretraining": pretraining, "evaluation": {**evaluation, "baselines": baselines}}
 
