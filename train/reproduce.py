@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import shlex
@@ -36,12 +37,14 @@ import yaml
 from huggingface_hub import HfApi
 
 import zoo
-from medssl_zoo.train import evaluate
 from medssl_zoo.train.config import parse_args as parse_pretrain_args
+from medssl_zoo.train.evaluation import EvalOptions, evaluate
 from medssl_zoo.train.lifecycle import checkpoint_config
-from zoo.files import atomic_write_text, read_json
+from zoo.files import atomic_savefig, atomic_write_text, read_json
+from zoo.optional import available, install_hint
 from zoo.registry import STUDY_DATASETS, STUDY_METHODS, ModelEntry, read_registry_file
 from zoo.run_dir import EVAL_DIR, is_run, read_run
+from zoo.tables import markdown_table
 
 log = logging.getLogger("reproduce")
 REGISTRY_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
@@ -102,21 +105,17 @@ def pretrain(cell: str, argv: list[str], run_dir: Path) -> None:
 
 
 def evaluate_cell(run_dir: Path, args, baselines: str) -> list[dict]:
-    argv = [
-        str(run_dir),
-        "--protocols",
-        args.protocols,
-        "--fractions",
-        args.fractions,
-        "--seeds",
-        args.seeds,
-        "--baselines",
-        baselines,
-        "--output-dir",
-        str(run_dir / EVAL_DIR),
-        "--no-plots",
-    ]
-    return evaluate.run(evaluate.parse_args(argv))["summary"]
+    """The cell's run evaluated with the study's protocols (the evaluation API, no command line in between)."""
+    items = lambda text, kind: tuple(kind(x) for x in text.split(",") if x and x != "none")  # noqa: E731
+    options = EvalOptions(
+        protocols=items(args.protocols, str),
+        fractions=items(args.fractions, float),
+        seeds=items(args.seeds, int),
+        baselines=items(baselines, str),
+        output_dir=run_dir / EVAL_DIR,
+        plots=False,
+    )
+    return evaluate(run_dir, options)["summary"]
 
 
 def cells(args) -> list[tuple[str, str, str, list[str]]]:
@@ -336,26 +335,33 @@ def run(args) -> list[dict]:
 
 
 def write_table(rows: list[dict], out: Path) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        "| dataset | method | encoder | protocol | labels | accuracy | F1 (weighted) | AUROC |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        std = f" ± {r['accuracy_std']:.3f}" if r.get("accuracy_std") else ""
-        auroc = f"{r['auroc']:.3f}" if r.get("auroc") is not None else "–"
-        lines.append(
-            f"| {r['dataset']} | {r['method']} | {r['encoder']} | {r['protocol']} | {r['fraction']:.0%} | "
-            f"{r['accuracy']:.3f}{std} | {r['f1_weighted']:.3f} | {auroc} |"
+    text = io.StringIO()
+    writer = csv.DictWriter(text, FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", text.getvalue())
+    header = ("dataset", "method", "encoder", "protocol", "labels", "accuracy", "F1 (weighted)", "AUROC")
+    table = [
+        (
+            r["dataset"],
+            r["method"],
+            r["encoder"],
+            r["protocol"],
+            f"{r['fraction']:.0%}",
+            f"{r['accuracy']:.3f}" + (f" ± {r['accuracy_std']:.3f}" if r.get("accuracy_std") else ""),
+            f"{r['f1_weighted']:.3f}",
+            f"{r['auroc']:.3f}" if r.get("auroc") is not None else None,
         )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+        for r in rows
+    ]
+    atomic_write_text(out / "results.md", markdown_table(header, table) + "\n")
     _plot(rows, out / "summary.png")
 
 
 def _plot(rows: list[dict], path: Path) -> None:
+    if not available("matplotlib"):
+        log.warning("no summary.png: matplotlib is not installed (%s)", install_hint("matplotlib"))
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -373,10 +379,8 @@ def _plot(rows: list[dict], path: Path) -> None:
     ax.set_xticks(range(len(full)), labels, fontsize=7)
     ax.set(ylabel="test accuracy", ylim=(0, 1), title="linear probe, 100 % labels")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
