@@ -1,8 +1,10 @@
 """MedSSL Zoo demo: upload a histology tile or a chest X-ray, see what a zoo model predicts and where it looks.
 
-    python demo/app.py                         # the locally exported default model, on http://127.0.0.1:7860
-    python demo/app.py --model vicreg-breast --port 8000
-    python demo/app.py --model ./zoo_home/my-model --host 0.0.0.0   # only if you mean to serve your network
+    medssl-demo                         # the locally exported default model, on http://127.0.0.1:7860
+    medssl-demo --model vicreg-breast --port 8000
+    medssl-demo --model ./zoo_home/my-model --host 0.0.0.0   # only if you mean to serve your network
+
+(In a checkout, `python demo/app.py` is the same program.)
 
 API (gradio_client): ``Client(url).predict(handle_file(path), model, "", True, 3, api_name="/classify")``.
 
@@ -200,9 +202,7 @@ def classify(
     """The one API endpoint: (file, model name, custom name/repo id, saliency?, top-k) → label, overlay, 2 texts."""
     name = (custom or "").strip() or choice
     if not name:
-        raise gr.Error(
-            "Pick a model, or type a model name. Train one with `accelerate launch train/pretrain.py`."
-        )
+        raise gr.Error("Pick a model, or type a model name. Train one with `medssl-pretrain`.")
     if file is None:
         raise gr.Error("Upload an image first (PNG, JPEG, TIFF or DICOM).")
     path = Path(file if isinstance(file, str) else getattr(file, "name", None) or file["path"])
@@ -304,7 +304,7 @@ def _positive(text: str) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="demo",
+        prog="medssl-demo",
         description="MedSSL Zoo Gradio demo: upload an image, see the class probabilities and a Grad-CAM map.",
     )
     parser.add_argument(

@@ -95,7 +95,7 @@ encoder = zoo.load("{hub_id}", features_only=True)  # {config["num_features"]}-d
 import timm                                           # plain timm, no zoo needed
 model = timm.create_model("hf-hub:{hub_id}", pretrained=True)
 ```
-Demo: `medssl-demo --model {hub_id}` (in a checkout: `python demo/app.py --model {hub_id}`).
+Demo: `medssl-demo --model {hub_id}`.
 
 
 ## Training

@@ -1,6 +1,6 @@
 """Export a pre-training run as a Hub folder: ``model.safetensors`` + ``config.json`` + ``README.md``.
 
-    python -m hub.export RUN_DIR [OUT_DIR] [--force]
+    medssl-export RUN_DIR [OUT_DIR] [--force]
 
 The folder holds the timm backbone with the run's linear probe as timm's own classifier (feature
 standardisation folded in), so ``zoo.load(OUT_DIR)``, ``timm.create_model("local-dir:OUT_DIR", pretrained=True)``
@@ -28,7 +28,7 @@ from medssl_zoo.hub.card import render_card
 from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
 from zoo.data.splits import file_sha256
-from zoo.files import open_regular, save_safetensors
+from zoo.files import atomic_folder, open_regular, remove_stale_temporaries, save_safetensors, temporary_path
 from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, is_export, make_config, zoo_home
 from zoo.methods import get_method_spec
 from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
@@ -161,30 +161,32 @@ def write_folder(
     out_dir = Path(out_dir)
     check_destination(out_dir, run_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".tmp-{out_dir.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # this process's own temporary folder, from an earlier failure
-    tmp.mkdir()
-    try:
+    remove_stale_temporaries(out_dir.parent, out_dir.name)  # our own, left by a killed export
+    with atomic_folder(out_dir) as tmp:  # renamed into place at the end of the block, removed on failure
         save_safetensors(model.state_dict(), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name, source in (extra or {}).items():
             _copy_regular(source, tmp / name)
         check_destination(out_dir, run_dir, force)  # again: the folder may have changed during the export
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # our own half-written temporary folder
-        raise
-    replaced = None
-    if out_dir.exists():
-        if is_export(out_dir) or not any(out_dir.iterdir()):
-            replaced = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-            out_dir.rename(replaced)
-        else:  # a foreign folder, and force was given (check_destination): kept under another name
-            _set_aside(out_dir)
-    tmp.rename(out_dir)
+        replaced = _clear_the_way(out_dir)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)  # an earlier export of this project, or an empty folder
     return out_dir
+
+
+def _clear_the_way(out_dir: Path) -> Path | None:
+    """Move what is at ``out_dir`` out of the way of the new export: an earlier export (or an empty folder) to a
+    temporary name, returned for removal once the new one is in place; a foreign folder (``--force``) aside,
+    kept."""
+    if not out_dir.exists():
+        return None
+    if is_export(out_dir) or not any(out_dir.iterdir()):
+        replaced = temporary_path(out_dir)
+        out_dir.rename(replaced)
+        return replaced
+    _set_aside(out_dir)
+    return None
 
 
 def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe, dict[str, torch.Tensor]]:
@@ -308,7 +310,7 @@ def export_run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hub.export",
+        prog="medssl-export",
         description="Export a finished pre-training run as a timm / Hub model folder (model.safetensors, "
         "config.json, README.md model card) with its linear probe as the classifier.",
     )

@@ -1,6 +1,6 @@
 """Publish an exported model folder to the Hugging Face Hub (or any Hub-compatible server via HF_ENDPOINT).
 
-    python -m hub.push FOLDER ORG/NAME [--tag v1] [--branch dev] [--private] [--message "..."]
+    medssl-push FOLDER ORG/NAME [--tag v1] [--branch dev] [--private] [--message "..."]
 
 The token comes from the standard huggingface_hub login (``hf auth login``) or ``HF_TOKEN``; it is never
 printed or written anywhere by this code.
@@ -79,7 +79,9 @@ def _export_entries(folder: Path) -> list[str]:
     """The export files present in ``folder``, each checked to be a regular file (a link or anything else among
     them is refused, naming it); other entries are not uploaded (a warning names them)."""
     if not folder.is_dir():
-        raise ValueError(f"{folder} is not a folder; give an exported model folder (python -m hub.export)")
+        raise ValueError(
+            f"{folder} is not a folder; give an exported model folder (medssl-export RUN_DIR OUT_DIR)"
+        )
     names = sorted(os.listdir(folder))
     present = [n for n in names if n in EXPORT_FILES]
     for name in present:
@@ -88,12 +90,12 @@ def _export_entries(folder: Path) -> list[str]:
             kind = "a symbolic link" if path.is_symlink() else "not a regular file"
             raise ValueError(
                 f"{path} is {kind}: push uploads only the export's own regular files, never what a link points "
-                "to; re-export the model (python -m hub.export) or put the file itself there"
+                "to; re-export the model (medssl-export RUN_DIR OUT_DIR) or put the file itself there"
             )
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if f not in present]
     if missing:
         raise ValueError(
-            f"{folder} is not an exported model folder: missing {missing} (run python -m hub.export)"
+            f"{folder} is not an exported model folder: missing {missing} (run medssl-export RUN_DIR OUT_DIR)"
         )
     others = [n for n in names if n not in EXPORT_FILES]
     if others:
@@ -203,11 +205,11 @@ def _upload(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m hub.push",
+        prog="medssl-push",
         description="Push an exported model folder to the Hugging Face Hub (or the Hub-compatible server at "
         "HF_ENDPOINT) as one commit; prints the commit sha to pin. Token: `hf auth login` or HF_TOKEN.",
     )
-    parser.add_argument("folder", type=Path, help="an exported folder (python -m hub.export)")
+    parser.add_argument("folder", type=Path, help="an exported folder (medssl-export RUN_DIR OUT_DIR)")
     parser.add_argument("repo_id", help="the Hub repository, org/name (created if missing)")
     parser.add_argument("--tag", help="also tag the new commit (e.g. v1)")
     parser.add_argument("--branch", help="commit to this branch (created if missing) instead of main")

@@ -1,9 +1,9 @@
 """Reproduce the study's table: 4 methods × 3 datasets (+ random-init / ImageNet baselines), one results table.
 
-    python train/reproduce.py --data-root breast=~/data/archive --data-root pneumonia=~/data/chest_xray
-    python train/reproduce.py                      # no datasets here: the same matrix on the synthetic set, small
+    medssl-reproduce --data-root breast=~/data/archive --data-root pneumonia=~/data/chest_xray
+    medssl-reproduce                      # no datasets here: the same matrix on the synthetic set, small
 
-    python train/reproduce.py --data-root ... --push medssl-zoo   # also publish every cell, pinned in a registry
+    medssl-reproduce --data-root ... --push medssl-zoo   # also publish every cell, pinned in a registry
 
 Each cell pre-trains from its recipe (``train/recipes/<method>-<dataset>[-paper].yaml``), then evaluates with
 ``train/evaluate.py``; with ``--push ORG`` it is exported, pushed to ``ORG/<cell>``, tagged, and entered into the
@@ -388,7 +388,7 @@ def main(argv=None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     p = argparse.ArgumentParser(
-        prog="reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="medssl-reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     data = p.add_argument_group("the matrix")
     data.add_argument(

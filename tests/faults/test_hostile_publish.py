@@ -296,7 +296,7 @@ def test_push_and_export_help_and_the_cli_refusal(tiny_export, tmp_path, secret)
     (folder / PLOT_FILE).unlink(missing_ok=True)
     (folder / PLOT_FILE).symlink_to(secret)
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.push", str(folder), "medssl-test/cli"],
+        [sys.executable, "-m", "medssl_zoo.hub.push", str(folder), "medssl-test/cli"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -307,5 +307,5 @@ def test_push_and_export_help_and_the_cli_refusal(tiny_export, tmp_path, secret)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
     assert lines == [
         f"ERROR {folder / PLOT_FILE} is a symbolic link: push uploads only the export's own regular files, never "
-        "what a link points to; re-export the model (python -m hub.export) or put the file itself there"
+        "what a link points to; re-export the model (medssl-export RUN_DIR OUT_DIR) or put the file itself there"
     ]

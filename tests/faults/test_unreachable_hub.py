@@ -128,7 +128,7 @@ def test_push_cli_prints_one_line_and_no_traceback(tiny_export):
         "HOME": "/nonexistent",
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.push", str(tiny_export), "org/name"],
+        [sys.executable, "-m", "medssl_zoo.hub.push", str(tiny_export), "org/name"],
         cwd=ROOT,
         env=env,
         capture_output=True,

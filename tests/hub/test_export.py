@@ -3,7 +3,6 @@ scored; a crash while writing leaves the previous export whole; the CLI."""
 
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import medssl_zoo.hub.export as export_module
 import zoo
 from medssl_zoo.hub.export import export_run
 from zoo.data.splits import file_sha256
+from zoo.files import temporary_path
 from zoo.hub_format import is_export
 from zoo.probe import LinearProbe, extract_features, fit_linear_probe
 from zoo.run_dir import SPLIT_FILE, read_run
@@ -86,7 +86,7 @@ def test_a_crash_while_writing_keeps_the_previous_export(tiny_run, tmp_path, mon
 def test_export_and_push_command_lines(tiny_run, tmp_path):
     out = tmp_path / "cli-model"
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.export", str(tiny_run), str(out)],
+        [sys.executable, "-m", "medssl_zoo.hub.export", str(tiny_run), str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -94,7 +94,11 @@ def test_export_and_push_command_lines(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out) and zoo.load(out).label_names
     help_text = subprocess.run(
-        [sys.executable, "-m", "hub.push", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "medssl_zoo.hub.push", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "--tag" in help_text and "HF_TOKEN" in help_text
 
@@ -158,8 +162,10 @@ def test_build_classifier_refuses_weights_the_architecture_does_not_have():
 
 def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_folder(tiny_export, tmp_path):
     out = tmp_path / "a" / "b" / "model"
-    stale = tmp_path / "a" / "b" / f".tmp-model-{os.getpid()}"  # left by an earlier crash of this process id
+    stale = temporary_path(out)  # the name an export of this process id left when it crashed
+    stale = stale.with_name(stale.name.rsplit("-", 1)[0] + "-00000000")
     stale.mkdir(parents=True)
+    assert stale.name.startswith(".model.tmp-")
     (stale / "junk").write_text("x")
     model = zoo.load(tiny_export)
     config = json.loads((tiny_export / "config.json").read_text())
@@ -177,7 +183,7 @@ def test_write_folder_makes_missing_parents_and_clears_its_own_stale_temporary_f
 
 def test_export_cli_logs_its_progress(tiny_run, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "hub.export", str(tiny_run), str(tmp_path / "m")],
+        [sys.executable, "-m", "medssl_zoo.hub.export", str(tiny_run), str(tmp_path / "m")],
         cwd=ROOT,
         capture_output=True,
         text=True,
