@@ -31,7 +31,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import gradio as gr
 import numpy as np
 import timm
 import torch
@@ -41,7 +40,10 @@ import zoo
 from medssl_zoo.demo.saliency import grad_cam, overlay
 from medssl_zoo.demo.uploads import UploadError, read_once
 from zoo.hub_format import zoo_home
+from zoo.optional import require
 from zoo.registry import close_names, is_hub_id
+
+gr = require("gradio", "the demo")  # an extra: pip install 'medssl-zoo[demo]'
 
 __all__ = [
     "build_demo",

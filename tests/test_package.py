@@ -54,3 +54,10 @@ evaluate({str(tiny_export.parent / "run")!r}, options)
     assert "the demo needs gradio, which is not installed: pip install 'medssl-zoo[demo]'" in proc.stdout
     assert "no plots: matplotlib is not installed (pip install 'medssl-zoo[plots]')" in proc.stderr
     assert (tmp_path / "metrics.json").is_file() and not list(tmp_path.glob("*.png"))
+
+
+def test_the_demo_without_its_extra_is_one_line():
+    code = BLOCK_EXTRAS + "import medssl_zoo.demo as demo\nraise SystemExit(demo.main(['--help']))\n"
+    proc = run_python(code, ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "error: the demo needs gradio, which is not installed: pip install 'medssl-zoo[demo]'"
