@@ -40,6 +40,15 @@ REPO_PLACEHOLDER = (
 )
 
 
+def _initialisation(zoo_meta: dict) -> str:
+    """The card's initialisation row: the file's name and sha256 when the backbone started from a file."""
+    init, weights = zoo_meta.get("init", "random"), zoo_meta.get("init_weights")
+    if not weights:
+        return "ImageNet weights (timm)" if init == "imagenet" else init
+    origin = f"from {weights['repo_id']}, " if weights.get("repo_id") else ""
+    return f"{init}: `{weights['file']}` ({origin}sha256 `{weights['sha256']}`)"
+
+
 def render_card(
     repo_name: str,
     config: dict,
@@ -103,7 +112,7 @@ Demo: `medssl-demo --model {hub_id}`.
 |---|---|
 | method | {method} ({method_paper}) |
 | exported encoder | {zoo_meta.get("encoder", "the backbone")} |
-| initialisation | {zoo_meta.get("init", "random")} |
+| initialisation | {_initialisation(zoo_meta)} |
 
 | backbone | {config["architecture"]}, {config["model_args"]["in_chans"]} input channel(s), {config["pretrained_cfg"]["input_size"][1]} px |
 | training | {zoo_meta.get("training", "")} |

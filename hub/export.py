@@ -33,7 +33,17 @@ from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, is_e
 from zoo.methods import get_method_spec
 from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
 from zoo.run_dir import CONFIG_FILE as RUN_CONFIG_FILE
-from zoo.run_dir import CURVES_FILE, ENCODER_FILE, SPLIT_FILE, SUMMARY_FILE, Run, RunData, read_run
+from zoo.run_dir import (
+    CURVES_FILE,
+    ENCODER_FILE,
+    RUN_RECORD_FILE,
+    SPLIT_FILE,
+    SUMMARY_FILE,
+    Run,
+    RunData,
+    read_run,
+    read_run_record,
+)
 
 __all__ = ["ExportError", "export_run", "build_classifier", "check_destination", "write_folder", "zoo_home"]
 
@@ -41,7 +51,7 @@ log = logging.getLogger(__name__)
 # run-configuration keys that are paths on the training machine: not published
 MACHINE_PATHS = ("data_root", "output_dir")
 # the run files an export reads: never through a symbolic link
-RUN_FILES_READ = (RUN_CONFIG_FILE, SUMMARY_FILE, ENCODER_FILE, SPLIT_FILE)
+RUN_FILES_READ = (RUN_CONFIG_FILE, SUMMARY_FILE, ENCODER_FILE, SPLIT_FILE, RUN_RECORD_FILE)
 MAX_EXTRA_BYTES = 64 * 1024 * 1024  # the curves image is a few hundred kB
 
 
@@ -233,14 +243,31 @@ def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path, probe_dataset: str) -
         "paper_mode": cfg["paper_mode"],
         "grouped_split": cfg["grouped_split"],
         "init": cfg.get("init", "random"),
+        **_init_weights(run_dir),
         "encoder": get_method_spec(cfg["method"]).exported_encoder,
-        "config": published_config(cfg),
+        "config": {**published_config(cfg), **_init_weights_name(cfg)},
         "eval_split": "test",
         "training": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
         "metrics": metrics,
         "split_manifest_sha256": file_sha256(run_dir / SPLIT_FILE),
         "code_version": zoo.__version__,
     }
+
+
+def _init_weights(run_dir: Path) -> dict:
+    """The file the backbone started from (``--init-weights``, or timm's Hub file): its name and sha256, from the
+    run's record; the path on the training machine is not published."""
+    record = read_run_record(run_dir).get("init_weights")
+    return (
+        {"init_weights": {k: record[k] for k in ("file", "sha256", "repo_id") if k in record}}
+        if record
+        else {}
+    )
+
+
+def _init_weights_name(cfg: dict) -> dict:
+    """``init_weights`` as published: the file's name, not its path on the training machine."""
+    return {"init_weights": Path(cfg["init_weights"]).name} if cfg.get("init_weights") else {}
 
 
 def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dict) -> dict:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from zoo.files import atomic_savefig, atomic_write_bytes, read_bytes, umask_mode
 from zoo.probe import extract_features, knn_accuracy
 from zoo.run_dir import RunData
 
@@ -29,28 +31,81 @@ log = logging.getLogger("train")
 COLLAPSE_THRESHOLD = 0.05  # std of L2-normalised embeddings x sqrt(D); ~1 when spread, 0 when collapsed
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class MetricsLog:
-    """Append-only JSON lines; one object per logged event."""
+    """``metrics.jsonl``, owned here: appended, read back and truncated by this class only.
+
+    One JSON object per line. A *record* is one this project writes: ``event`` "step" (with a numeric ``loss``) or
+    "eval" (with ``knn`` or ``spread``), and an integer ``step``. Anything else — the last line a kill cut off, a
+    line someone else added — is skipped by :meth:`read` and never makes a run fail.
+    """
+
+    EVENTS = ("step", "eval")
+    LIMIT = 2**30  # bytes read at most: ~7 million steps of records; a larger file is not a run's log
 
     def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = path, enabled
+        self.path, self.enabled = Path(path), enabled
 
     def write(self, **record) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        """Append one record (never through a link: a run writes only its own files)."""
+        if not self.enabled:
+            return
+        flags = (
+            os.O_WRONLY
+            | os.O_APPEND
+            | os.O_CREAT
+            | getattr(os, "O_NOFOLLOW", 0)
+            | getattr(os, "O_CLOEXEC", 0)
+        )
+        fd = os.open(self.path, flags, umask_mode())
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _lines(self) -> list[bytes]:
+        if not self.path.exists() and not self.path.is_symlink():
+            return []
+        return read_bytes(self.path, self.LIMIT, "metrics log").split(b"\n")
+
+    @classmethod
+    def as_record(cls, line: bytes) -> dict | None:
+        """The record ``line`` holds, or None for a line that is not one of this project's records."""
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if not isinstance(record, dict) or record.get("event") not in cls.EVENTS:
+            return None
+        step = record.get("step")
+        if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+            return None
+        step_event = record["event"] == "step"
+        numbers = ("loss", "lr", "spread") if step_event else ("knn", "spread", "effective_rank")
+        required = ("loss",) if step_event else ("knn", "spread")
+        if not all(_is_number(record[k]) for k in numbers if k in record):
+            return None
+        return record if any(k in record for k in required) else None
 
     def read(self) -> list[dict]:
-        """Every complete record (a line cut off by a kill is skipped)."""
-        if not self.path.is_file():
-            return []
-        records = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+        """Every record, in order (other lines skipped)."""
+        return [r for line in self._lines() if (r := self.as_record(line)) is not None]
+
+    def truncate(self, step: int) -> None:
+        """Drop the records a crashed run logged after the checkpoint it resumes from, and the unfinished last
+        line a kill cut off, so the resumed run logs no step twice; ``step = -1`` drops every record (a restart
+        from step 0). Complete lines that are not records (someone else's) are kept as they are."""
+        lines = self._lines() if self.enabled else []
+        if not lines:
+            return
+        lines.pop()  # after the last newline: b"" when the file is whole, else the line a kill cut off
+        kept = [
+            line + b"\n"
+            for line in lines
+            if (record := self.as_record(line)) is None or record["step"] <= step
+        ]
+        atomic_write_bytes(self.path, b"".join(kept))
 
 
 def embedding_spread(z: torch.Tensor) -> torch.Tensor:
@@ -123,26 +178,29 @@ class EmbeddingHealth:
 
 
 def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
-    """Loss and kNN accuracy against the step, as a PNG (written to a temporary file, then renamed)."""
+    """Loss and kNN accuracy against the step (``metrics``: :meth:`MetricsLog.read` records), as a PNG written
+    atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [m for m in metrics if m.get("event") == "step"]
-    evals = [m for m in metrics if m.get("event") == "eval"]
+    steps = [m for m in metrics if m["event"] == "step"]
+    evals = [m for m in metrics if m["event"] == "eval"]
     fig, (ax_loss, ax_knn) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot([m["step"] for m in steps], [m["loss"] for m in steps], lw=1)
     ax_loss.set(xlabel="step", ylabel="loss", title="SSL loss")
     if evals and "knn" in evals[0]:
-        ax_knn.plot([m["step"] for m in evals], [m["knn"] for m in evals], marker="o")
+        ax_knn.plot([m["step"] for m in evals], [m.get("knn", math.nan) for m in evals], marker="o")
         ax_knn.set(xlabel="step", ylabel="kNN accuracy (val)", title="kNN monitor", ylim=(0, 1))
     else:  # an unlabelled run: the embedding health
-        ax_knn.plot([m["step"] for m in evals], [m.get("effective_rank") for m in evals], marker="o")
+        ax_knn.plot(
+            [m["step"] for m in evals], [m.get("effective_rank", math.nan) for m in evals], marker="o"
+        )
         ax_knn.set(xlabel="step", ylabel="effective rank", title="embedding health (no labels)")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic_savefig(fig, path, dpi=100)
+    finally:
+        plt.close(fig)

@@ -4,10 +4,14 @@ accelerate launch train/pretrain.py                       # the embedded default
 accelerate launch train/pretrain.py --recipe simclr-breast --data-root ~/data/archive
 accelerate launch train/pretrain.py --resume --output-dir runs/simclr-breast
 python train/pretrain.py --max-steps 20                   # plain python works too (one process)
+
+Exit codes: 0 finished (or halted by --halt-at-step), 1 the final kNN is not finite, 2 an error (one line saying
+what to do), 130 Ctrl-C, 143 SIGTERM (the current step was finished and checkpointed: continue with --resume).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -22,6 +26,7 @@ if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
+from safetensors import SafetensorError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
@@ -29,12 +34,13 @@ from tqdm.auto import tqdm
 from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from medssl_zoo.train.config import PretrainConfig, parse_args
 from medssl_zoo.train.data import load_pretrain_data
-from medssl_zoo.train.init_weights import InitError, describe_init, initial_backbone_state
+from medssl_zoo.train.init_weights import InitialWeights, fit_initial_weights, load_initial_weights
 from medssl_zoo.train.lifecycle import (
+    RunClaim,
     RunDirError,
+    abandon_run_dir,
     checkpoint_config,
     claim_run_dir,
-    truncate_metrics,
     write_run_config,
 )
 from medssl_zoo.train.monitor import (
@@ -46,6 +52,7 @@ from medssl_zoo.train.monitor import (
     plot_curves,
 )
 from medssl_zoo.train.pipeline import ViewPipeline, make_loader
+from medssl_zoo.train.stopping import TERMINATED_EXIT, SigtermStop, Terminated
 from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
 from zoo.distributed import GlobalBatchNorm
@@ -71,6 +78,26 @@ class LossNotFiniteError(FloatingPointError):
     pass
 
 
+class RunWriteError(OSError):
+    """Writing into the run directory failed (a full disk, a quota, permissions); the message says what to do."""
+
+
+@contextlib.contextmanager
+def writing(what: str, run_dir: Path):
+    """Turn a failed write (``OSError``, safetensors' ``SafetensorError``, torch.save's ``RuntimeError``) into one
+    line saying what to do; every write of the run is atomic, so nothing half-written is left behind."""
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except (OSError, RuntimeError, SafetensorError) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise RunWriteError(
+            f"writing {what} into {run_dir} failed ({reason}): free some space (or fix the folder's permissions), "
+            "then continue with --resume; the newest checkpoint is kept"
+        ) from e
+
+
 def build_accelerator(cfg: PretrainConfig) -> Accelerator:
     precision = cfg.mixed_precision
     if precision == "auto":
@@ -91,10 +118,15 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
 
 
 def build_model(
-    cfg: PretrainConfig, channels: int, accelerator: Accelerator, epoch_fraction: float = 0.0
+    cfg: PretrainConfig,
+    channels: int,
+    accelerator: Accelerator,
+    epoch_fraction: float = 0.0,
+    init: InitialWeights | None = None,
 ) -> SSLModel:
-    """The method on its backbone (initial weights from ``cfg.init``), global BatchNorm on several processes;
-    ``epoch_fraction`` (one epoch / the run) is the part of training during which DINO keeps its last layer fixed."""
+    """The method on its backbone (starting from ``init``, the weights ``cfg.init`` names), global BatchNorm on
+    several processes; ``epoch_fraction`` (one epoch / the run) is the part of training during which DINO keeps its
+    last layer fixed."""
     spec = get_method_spec(cfg.method)
     model_options = {"momentum": cfg.ema_momentum} if cfg.ema_momentum is not None else {}
     if "freeze_last_layer" in spec.model_kwargs:
@@ -109,15 +141,10 @@ def build_model(
         image_size=cfg.image_size,
     )
 
-    state = initial_backbone_state(cfg, channels)
-    if state is not None:
-        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise InitError(
-                f"the initial weights ({describe_init(cfg)}) do not fit {cfg.backbone}: missing {missing[:4]}, "
-                f"unexpected {unexpected[:4]}"
-            )
-
+    if init is not None:
+        with torch.random.fork_rng(devices=[]):  # fitting the weights never moves the run's random stream
+            state = fit_initial_weights(init, cfg, channels)
+        model.backbone.load_state_dict(state, strict=True)  # names and shapes checked by fit_initial_weights
         if isinstance(model, TeacherStudentModel):
             model.reset_teacher()
     if accelerator.num_processes > 1:  # normalise with global-batch statistics, as one process would
@@ -178,36 +205,55 @@ def setup_threads(cfg: PretrainConfig, accelerator: Accelerator) -> None:
 class Trainer:
     """One pre-training run: claims its run directory, builds data, model and optimizer, runs the loop."""
 
-    def __init__(self, cfg: PretrainConfig, resume: str | None = None, halt_at_step: int | None = None):
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        resume: str | None = None,
+        halt_at_step: int | None = None,
+        stop: SigtermStop | None = None,
+    ):
         self.cfg, self.halt_at_step = cfg, halt_at_step
+        self.stop = stop or SigtermStop()  # SIGTERM handling (inert unless installed, as main does)
         trackers = parse_trackers(cfg.log_with)
-        check_trackers(trackers)
+        check_trackers(trackers)  # packages and destinations (bounded), before the folder is claimed
         self.accelerator = build_accelerator(cfg)
         self.main = self.accelerator.is_main_process
         setup_threads(cfg, self.accelerator)
         claim = claim_run_dir(self.accelerator, cfg, resume)
-        self.run_dir = claim.run_dir
+        self.run_dir, self.run_id = claim.run_dir, claim.run_id
+        try:
+            self._setup(claim)
+        except BaseException:
+            if self.main:
+                abandon_run_dir(claim)  # no-op once config.yaml is written: the folder is a run from then on
+            raise
+        start_trackers(self.accelerator, trackers, self.run_dir, f"{cfg.method}-{cfg.dataset}", cfg.to_dict())
+
+    def _setup(self, claim: RunClaim) -> None:
+        """Initial weights, data, model, the checkpoint's state; then ``config.yaml``: from then on it is a run."""
+        cfg = self.cfg
         set_seed(cfg.seed)
+        init = None  # a run resumed from a checkpoint needs no initial weights: the checkpoint has them all
+        if claim.checkpoint is None:
+            with torch.random.fork_rng(devices=[]):  # fetching weights never moves the run's random stream
+                init = load_initial_weights(cfg)
         self.data = load_pretrain_data(
             cfg,
             manifest=self.run_dir / SPLIT_FILE if claim.resumed else None,  # a resumed run keeps its split
             manifest_out=self.run_dir / SPLIT_FILE if self.main else None,
         )
         self.steps, self.batches_per_epoch = total_steps(cfg, len(self.data.train[0]))
-        self._build()
-        self.state = TrainState()
-        if claim.checkpoint is not None:
-            load_checkpoint(self.accelerator, claim.checkpoint)
-            self.state = claim.state
-            if self.scheduler:
-                self.scheduler.step_update(self.state.step)
-            log.info("resumed from %s at step %d", claim.checkpoint, self.state.step)
-        if self.main and claim.resumed:
-            truncate_metrics(self.run_dir, self.state.step if claim.checkpoint else -1)
-        elif self.main:
-            write_run_config(self.run_dir, cfg)  # setup succeeded: from now on the folder is a run
-        self.accelerator.wait_for_everyone()
+        self._build(init)
+        self.state, self.checkpoint = TrainState(), None
         self.metrics = MetricsLog(self.run_dir / METRICS_FILE, enabled=self.main)
+        if claim.checkpoint is not None:
+            self._resume_from(claim)
+        if claim.resumed:
+            self.metrics.truncate(self.state.step if claim.checkpoint else -1)
+        elif self.main:
+            record = {**claim.record, **({"init_weights": init.record} if init and init.record else {})}
+            write_run_config(self.run_dir, cfg, record)  # setup succeeded: from now on the folder is a run
+        self.accelerator.wait_for_everyone()
         self.monitor_data = self._monitor_data()
         self.knn = KnnMonitor(self.monitor_data, cfg.knn_k, cfg.knn_metric) if self.monitor_data else None
         self.health = EmbeddingHealth(self.data)
@@ -217,11 +263,23 @@ class Trainer:
             )
         self.collapse = CollapseDetector(after_step=cfg.warmup_steps)
         self.pending: list[dict] = []  # step records whose loss is still a device tensor
-        start_trackers(self.accelerator, trackers, self.run_dir, f"{cfg.method}-{cfg.dataset}", cfg.to_dict())
+        self.stop.connect(self.accelerator)
 
-    def _build(self) -> None:
+    def _resume_from(self, claim: RunClaim) -> None:
+        if claim.state.step > self.steps:
+            raise RunDirError(
+                f"--resume: {claim.checkpoint} is at step {claim.state.step}, beyond this run's {self.steps} steps"
+            )
+        load_checkpoint(self.accelerator, claim.checkpoint)
+        self.state = claim.state
+        if self.scheduler:
+            self.scheduler.step_update(self.state.step)
+        log.info("resumed from %s at step %d", claim.checkpoint, self.state.step)
+
+    def _build(self, init: InitialWeights | None) -> None:
         cfg, ds = self.cfg, self.data.dataset
-        model = build_model(cfg, ds.channels, self.accelerator, min(1.0, self.batches_per_epoch / self.steps))
+        epoch_fraction = min(1.0, self.batches_per_epoch / self.steps)
+        model = build_model(cfg, ds.channels, self.accelerator, epoch_fraction, init)
         optimizer = build_optimizer(cfg, model, self.accelerator.device.type)
 
         if cfg.compile:
@@ -325,6 +383,7 @@ class Trainer:
             mininterval=0.5 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s
         )
         batches_done = self.state.step * self.cfg.grad_accum_steps
+        self.stop.in_loop = True  # from here SIGTERM ends the run at the end of the current step
         while self.state.step < self.steps:
             epoch, skip = divmod(batches_done, self.batches_per_epoch)
             self.loader.set_epoch(epoch)
@@ -336,30 +395,42 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
                     self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})
                     end_of_epoch = batches_done % self.batches_per_epoch == 0
-                    if self.after_step(self.state.step, epoch, end_of_epoch):
+                    stopped = self.after_step(self.state.step, epoch, end_of_epoch)
+                    if stopped:
                         self.bar.close()
-                        return {"halted_at_step": self.state.step}
+                        end_trackers(self.accelerator)
+                        return {stopped: self.state.step}
                 if self.state.step >= self.steps:
                     break
+        # SIGTERM during the final evaluation stops at once: the last step is checkpointed already
+        self.stop.in_loop = False
         self.bar.close()
         return self.finish()
 
-    def after_step(self, step: int, epoch: int, end_of_epoch: bool) -> bool:
-        """Logging, evaluation and checkpoints due after ``step``; True when the run halts here."""
+    def after_step(self, step: int, epoch: int, end_of_epoch: bool) -> str | None:
+        """Logging, evaluation and checkpoints due after ``step``; "halted_at_step" or "terminated_at_step" when the
+        run stops here (--halt-at-step, SIGTERM: each with a checkpoint of this step)."""
         cfg = self.cfg
         eval_due = step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch
         checkpoint_due = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else end_of_epoch
         halt = self.halt_at_step is not None and step >= self.halt_at_step
-        checkpoint_due = checkpoint_due or step == self.steps or halt
+        terminated = step < self.steps and self.stop.agreed(self.accelerator)
+        checkpoint_due = checkpoint_due or step == self.steps or halt or terminated
         if step % cfg.log_every == 0 or eval_due or checkpoint_due or step == self.steps:
             self.flush_steps()
         if eval_due or step == self.steps:
             self.evaluate_and_keep_best(step, epoch)
         if checkpoint_due:
-            save_checkpoint(
-                self.accelerator, self.run_dir, self.state, checkpoint_config(cfg), keep=cfg.keep_checkpoints
-            )
-        return halt
+            with writing(f"the checkpoint of step {step}", self.run_dir):
+                self.checkpoint = save_checkpoint(
+                    self.accelerator,
+                    self.run_dir,
+                    self.state,
+                    checkpoint_config(cfg),
+                    self.run_id,
+                    keep=cfg.keep_checkpoints,
+                )
+        return "terminated_at_step" if terminated else "halted_at_step" if halt else None
 
     def flush_steps(self) -> None:
         """Move the pending steps' losses to the host at once, check them, write and log them."""
@@ -381,7 +452,8 @@ class Trainer:
 
     def record(self, event: str, step: int, **values) -> None:
         """One event to metrics.jsonl and to the experiment trackers."""
-        self.metrics.write(event=event, step=step, **values)
+        with writing("metrics.jsonl", self.run_dir):
+            self.metrics.write(event=event, step=step, **values)
         scalars = {f"{event}/{k}": v for k, v in values.items() if isinstance(v, float) and math.isfinite(v)}
         if self.accelerator.trackers and scalars:
             self.accelerator.log(scalars, step=step)
@@ -398,7 +470,8 @@ class Trainer:
     def save_encoder(self, path: Path) -> None:
         """The backbone's weights as safetensors (written whole or not at all)."""
         metadata = {"architecture": self.cfg.backbone, "method": self.cfg.method}
-        save_safetensors(self.encoder.state_dict(), path, metadata=metadata)
+        with writing(path.name, self.run_dir):
+            save_safetensors(self.encoder.state_dict(), path, metadata=metadata)
 
     def finish(self) -> dict:
         """Final encoder, kNN on val and test against the random-init encoder, plot, summary, export."""
@@ -408,10 +481,13 @@ class Trainer:
         final = self.evaluate("test")
         if self.main:
             summary = self.summarise(final)
-            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
-            plot_curves(
-                self.metrics.read(), self.run_dir / CURVES_FILE, f"{self.cfg.method} on {self.cfg.dataset}"
-            )
+            with writing("the summary and curves", self.run_dir):
+                atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2))
+                plot_curves(
+                    self.metrics.read(),
+                    self.run_dir / CURVES_FILE,
+                    f"{self.cfg.method} on {self.cfg.dataset}",
+                )
             self.accelerator.log(
                 {f"final/{k}": v for k, v in summary.items() if isinstance(v, float)}, step=self.state.step
             )
@@ -495,26 +571,39 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
     trainer = None
-    try:
-        cfg, args = parse_args(argv)
-        start = time.time()
-        trainer = Trainer(cfg, args.resume, args.halt_at_step)
-        summary = trainer.run()
-    except (ValueError, FileNotFoundError, FileExistsError, RunDirError, LossNotFiniteError) as e:
-        log.error("%s", e)
-        return 2
-    except KeyboardInterrupt:
-        where = (
-            f" {trainer.run_dir} at step {trainer.state.step}"
-            if trainer and hasattr(trainer, "state")
-            else ""
-        )
-        log.error("interrupted%s; its newest checkpoint is kept: continue with --resume", where)
-        return 130
+    with SigtermStop() as stop:
+        try:
+            cfg, args = parse_args(argv)
+            start = time.time()
+            trainer = Trainer(cfg, args.resume, args.halt_at_step, stop=stop)
+            summary = trainer.run()
+        except (ValueError, FileNotFoundError, FileExistsError, RunWriteError, LossNotFiniteError) as e:
+            log.error("%s", e)
+            return 2
+        except (KeyboardInterrupt, Terminated) as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            log.error("%s%s; its newest checkpoint is kept: continue with --resume", what, _where(trainer))
+            return TERMINATED_EXIT if isinstance(e, Terminated) else 130
+    return _report(cfg, trainer, summary, time.time() - start)
+
+
+def _where(trainer: Trainer | None) -> str:
+    if trainer is None or not hasattr(trainer, "state"):
+        return ""
+    return f" {trainer.run_dir} at step {trainer.state.step}"
+
+
+def _report(cfg: PretrainConfig, trainer: Trainer, summary: dict, seconds: float) -> int:
+    """The run's last lines (main process) and its exit code."""
+    stopped = {k: v for k, v in summary.items() if k in ("halted_at_step", "terminated_at_step")}
+    if stopped and trainer.main:
+        (key, step), where = next(iter(stopped.items())), trainer.checkpoint
+        why = "--halt-at-step" if key == "halted_at_step" else "SIGTERM"
+        print(f"Halted at step {step} ({why}): checkpoint {where}; continue with --resume.", flush=True)
+    if "terminated_at_step" in summary:
+        return TERMINATED_EXIT
     if trainer.main and "steps" in summary:
-        print(
-            f"\n{_result_line(cfg, summary)} after {summary['steps']} steps in {time.time() - start:.0f} s."
-        )
+        print(f"\n{_result_line(cfg, summary)} after {summary['steps']} steps in {seconds:.0f} s.")
         print(f"Run directory: {trainer.run_dir}")
         if "exported_to" in summary:
             print(f"Exported for zoo.load: {summary['exported_to']}")

@@ -4,7 +4,9 @@
 on the main process with the resolved configuration; the trainer then logs per-step loss / lr / spread, each kNN
 evaluation, the final metrics and the curves image. Local trackers write into ``<run>/tracking`` unless their own
 environment variables say otherwise (``MLFLOW_TRACKING_URI``, ``WANDB_DIR``). A tracker whose package is missing is
-an error naming the package, never a silent drop (Accelerate only warns).
+an error naming the package, never a silent drop (Accelerate only warns). Where a tracker logs to is checked before
+the run claims its folder: a tracking server must answer within ``TRACKER_TIMEOUT`` seconds (MLflow's own client
+retries for minutes), a local store must be a folder that can be written; MLflow's own requests are bounded too.
 """
 
 from __future__ import annotations
@@ -13,14 +15,20 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from accelerate import Accelerator
 
+from medssl_zoo.train.network import unreachable
 from zoo.run_dir import TRACKING_DIR
 
 __all__ = ["TRACKERS", "parse_trackers", "check_trackers", "start_trackers", "end_trackers", "log_image"]
 
 log = logging.getLogger("train")
+TRACKER_TIMEOUT = 5.0  # seconds a tracking server has to answer before the run starts
+MLFLOW_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}  # per request
+OFFLINE_WANDB = ("offline", "disabled", "dryrun")
 # tracker name (Accelerate's) → the package it needs
 TRACKERS = {
     "tensorboard": "tensorboard",
@@ -42,12 +50,54 @@ def parse_trackers(value: str) -> list[str]:
 
 
 def check_trackers(names: list[str]) -> None:
-    """One clear error for the first tracker whose package is not installed."""
+    """One clear error for the first tracker whose package is not installed or whose destination cannot be used
+    (bounded by ``TRACKER_TIMEOUT``); called before the run claims its folder."""
     for name in names:
         package = TRACKERS[name]
         if importlib.util.find_spec(package) is None:
             hint = "mlflow-skinny (or mlflow)" if package == "mlflow" else package.replace("_", "-")
             raise ValueError(f"log_with={name} needs the {package} package: pip install {hint}")
+    if "mlflow" in names and os.environ.get("MLFLOW_TRACKING_URI"):
+        _check_mlflow(os.environ["MLFLOW_TRACKING_URI"])
+    if "wandb" in names and os.environ.get("WANDB_MODE", "").lower() not in OFFLINE_WANDB:
+        url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+        _check_reachable(url, f"W&B ({url})", "set WANDB_MODE=offline to log locally")
+
+
+def _check_mlflow(uri: str) -> None:
+    """MLFLOW_TRACKING_URI: a local store (a path, ``file:``, ``sqlite:``) must be usable, a server must answer."""
+    parts = urlsplit(uri)
+    scheme, fix = parts.scheme.lower(), "fix MLFLOW_TRACKING_URI, or unset it to log into the run folder"
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (C:\\ on Windows) or file:///path
+        _check_local_folder(
+            Path(url2pathname(parts.path) if scheme == "file" else uri), f"MLFLOW_TRACKING_URI {uri}"
+        )
+    elif scheme == "sqlite":
+        database = Path(uri.split(":///", 1)[-1]) if ":///" in uri else None
+        if database is not None and str(database) not in ("", ":memory:"):
+            _check_local_folder(database.parent, f"the folder of MLFLOW_TRACKING_URI {uri}")
+    elif scheme in ("http", "https"):
+        _check_reachable(uri, f"the MLflow server at MLFLOW_TRACKING_URI {uri}", fix)
+
+
+def _check_local_folder(path: Path, what: str) -> None:
+    """``path`` is a folder, or can be made one: no file in its place, its nearest existing parent writable."""
+    path = path.expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(
+            f"{what} is a file, not a folder: fix MLFLOW_TRACKING_URI, or unset it to log into the run folder"
+        )
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{what} cannot be written ({existing} is not a writable folder); give a folder you can write to"
+        )
+
+
+def _check_reachable(url: str, what: str, fix: str) -> None:
+    reason = unreachable(url, TRACKER_TIMEOUT)
+    if reason is not None:
+        raise ValueError(f"{what} cannot be reached ({reason}); {fix}")
 
 
 _SET_HERE: set[str] = set()  # environment variables this module set for the current run (removed at its end)
@@ -64,6 +114,8 @@ def _local_defaults(names: list[str], tracking_dir: Path) -> None:
     if "mlflow" in names:
         _set_default("MLFLOW_TRACKING_URI", (tracking_dir / "mlruns").resolve().as_uri())
         _set_default("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 keeps the file store behind a flag
+        for key, value in MLFLOW_LIMITS.items():  # its client would otherwise retry a lost server for minutes
+            _set_default(key, value)
     if "wandb" in names:
         _set_default("WANDB_DIR", str(tracking_dir))
 

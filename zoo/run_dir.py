@@ -4,6 +4,7 @@ Written by ``train/pretrain.py``; read by ``train/evaluate.py`` (evaluation, res
 ``hub/export.py`` (as :mod:`zoo.hub_format` owns the exported folder). Layout::
 
     <run>/config.yaml                the resolved configuration (written once setup succeeded)
+    <run>/run.json                   the run's identity and provenance (written just before config.yaml)
     <run>/split.csv                  the split manifest (path, label, split, group)
     <run>/metrics.jsonl              one JSON object per step / evaluation
     <run>/checkpoints/step_NNNNNNN/  Accelerate state + trainer_state.json (complete folders only)
@@ -34,6 +35,7 @@ from zoo.data.transforms import eval_transform
 
 __all__ = [
     "CONFIG_FILE",
+    "RUN_RECORD_FILE",
     "SPLIT_FILE",
     "METRICS_FILE",
     "SUMMARY_FILE",
@@ -54,9 +56,12 @@ __all__ = [
     "make_data_config",
     "monitor_config",
     "read_run",
+    "read_run_record",
 ]
 
 CONFIG_FILE = "config.yaml"
+RUN_RECORD_FILE = "run.json"
+RUN_RECORD_LIMIT = 64 * 1024  # bytes; a record is a few hundred
 SPLIT_FILE = "split.csv"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -72,6 +77,7 @@ DISK_CACHE_ABOVE = 2 * 1024**3  # decoded bytes above which cache="auto" decodes
 RUN_FILES = frozenset(
     {
         CONFIG_FILE,
+        RUN_RECORD_FILE,
         SPLIT_FILE,
         METRICS_FILE,
         SUMMARY_FILE,
@@ -269,3 +275,23 @@ def read_run(path: str | Path) -> Run:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path / SUMMARY_FILE} is not valid JSON ({e})") from e
     return Run(path, config, summary)
+
+
+def read_run_record(path: str | Path) -> dict:
+    """``run.json`` of the run directory ``path``: ``run_id`` (the run's identity, also written into each of its
+    checkpoints) and ``init_weights`` (name and sha256 of the file the backbone started from, when one did); ``{}``
+    for a run written before the record existed. ``ValueError`` naming the file when it is not a record."""
+    from zoo.files import read_json
+
+    file = Path(path) / RUN_RECORD_FILE
+    if not file.exists() and not file.is_symlink():
+        return {}
+    record = read_json(file, RUN_RECORD_LIMIT, "run record")
+    run_id, init = (record.get("run_id"), record.get("init_weights")) if isinstance(record, dict) else (0, 0)
+    valid_id = isinstance(run_id, str) and len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)
+    valid_init = init is None or (
+        isinstance(init, dict) and all(isinstance(init.get(k), str) for k in ("file", "sha256"))
+    )
+    if not (valid_id and valid_init):
+        raise ValueError(f"{file} is not a run record of this project (run_id, init_weights)")
+    return record

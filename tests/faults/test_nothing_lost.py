@@ -158,7 +158,8 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_pat
     weights = latest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # truncated on disk
     with pytest.raises(CheckpointError, match="is damaged: model.safetensors has 100 bytes"):
-        verify_checkpoint(latest, json.loads((latest / "trainer_state.json").read_text())["config"])
+        record = json.loads((latest / "trainer_state.json").read_text())
+        verify_checkpoint(latest, record["config"], record["run_id"])
     code = pretrain_main([*args(out, *common), "--resume", str(latest)])
     assert code == 2 and "is damaged" in caplog.text  # an explicit damaged checkpoint: refused, named
     assert pretrain_main([*args(out, *common), "--resume"]) == 0  # latest: falls back to step 2
