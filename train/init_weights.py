@@ -122,12 +122,6 @@ def _hub_file(backbone: str) -> tuple[Path, str]:
 
 
 def _zoo_encoder(cfg: PretrainConfig) -> InitialWeights:
-    looks_local = cfg.init.startswith((".", "/", "~")) or Path(cfg.init).expanduser().is_absolute()
-    if looks_local and not Path(cfg.init).expanduser().is_dir():
-        raise InitError(
-            f"--init {cfg.init}: no such export folder (it was given as a local path); restore it, or give "
-            "another export folder or zoo name"
-        )
     try:
         encoder = zoo.load(cfg.init, features_only=True)
     except (zoo.ModelNotAvailableError, ValueError) as e:

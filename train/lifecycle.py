@@ -193,7 +193,8 @@ def claim_run_dir(accelerator: Accelerator, cfg: PretrainConfig, resume: str | N
         except (RunDirError, CheckpointError) as e:
             decision = [RunDirError(str(e))]
         except OSError as e:  # an unreadable folder, say
-            decision = [RunDirError(f"--output-dir {cfg.output_dir}: {e.strerror or e}")]
+            where = e.filename or cfg.output_dir or "the runs folder"
+            decision = [RunDirError(f"{where}: {e.strerror or e}; choose a folder you can read and write")]
     decision = broadcast_object_list(decision)
     if isinstance(decision[0], Exception):
         raise decision[0]
