@@ -137,6 +137,7 @@ def cases(work: Path) -> dict[str, tuple]:
     silent = silent_server()
     imagenet = ("--init", "imagenet")
     return {
+        "the imports alone (--help), for scale": (["--help"],),
         "a normal start (for scale: 1 step)": (args(work / "normal", *COMMON[2:], "--max-steps", "1"),),
         "a new run into checkpoints/step_0000001/notes.txt": (args(work / "named", *COMMON),),
         "--output-dir under a file": (args(work / "a-file" / "run", *COMMON),),
