@@ -169,7 +169,28 @@ def _resume(run_dir: Path, cfg: PretrainConfig, resume: str) -> RunClaim:
     return _choose_checkpoint(run_dir, cfg, resume, record)
 
 
+def _claim_default_folder(cfg: PretrainConfig) -> Path:
+    """``runs/<method>-<dataset>-<time>``, created exclusively: runs started in the same second get ``-2``, ``-3``
+    … instead of sharing one folder."""
+    base = Path("runs") / f"{cfg.method}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunDirError(f"{base.parent} cannot be created ({e.strerror or e}); pass --output-dir") from e
+    for n in range(1, 1000):
+        candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunDirError(f"{base} and 998 more names are taken; pass --output-dir")
+
+
 def _decide(cfg: PretrainConfig, resume: str | None) -> RunClaim:
+    if cfg.output_dir is None and resume is None:
+        run_dir = _claim_default_folder(cfg)
+        return RunClaim(run_dir, record={"run_id": uuid.uuid4().hex}, created=True)
     run_dir = Path(cfg.output_dir or f"runs/{cfg.method}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}")
     if resume is not None and is_run(run_dir):
         return _resume(run_dir, cfg, resume)

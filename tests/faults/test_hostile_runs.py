@@ -611,3 +611,28 @@ def test_init_imagenet_offline_uses_timms_weights_from_the_cache(tmp_path, monke
     record = json.loads((tmp_path / "cached" / "run.json").read_text())["init_weights"]
     assert record["repo_id"] == "timm/test_resnet.r160_in1k"
     assert record["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_runs_started_in_the_same_second_never_share_a_folder(tmp_path, monkeypatch):
+    """Two default-named runs claimed in the same second: each gets a folder of its own, made exclusively."""
+    import datetime as dt
+
+    from medssl_zoo.train import lifecycle
+    from medssl_zoo.train.config import load_config
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2026, 11, 30, 12, 0, 0)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lifecycle, "datetime", Frozen)
+    cfg = load_config(overrides={"max_steps": 2})
+    claims = [lifecycle._decide(cfg, None) for _ in range(3)]
+    names = [c.run_dir.name for c in claims]
+    assert names == [
+        "simclr-synthetic-20261130-120000",
+        "simclr-synthetic-20261130-120000-2",
+        "simclr-synthetic-20261130-120000-3",
+    ]
+    assert all(c.created and c.run_dir.is_dir() for c in claims)
