@@ -27,20 +27,29 @@ import zoo
 from medssl_zoo.hub.card import render_card
 from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
+from zoo.data.run_data import RunData
 from zoo.data.splits import file_sha256
 from zoo.files import atomic_folder, open_regular, remove_stale_temporaries, save_safetensors, temporary_path
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, is_export, make_config, zoo_home
+from zoo.hub_format import (
+    CARD_FILE,
+    MODEL_CONFIG_FILE,
+    PLOT_FILE,
+    WEIGHTS_FILE,
+    is_export,
+    make_config,
+    zoo_home,
+)
 from zoo.methods import get_method_spec
 from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
-from zoo.run_dir import CONFIG_FILE as RUN_CONFIG_FILE
+from zoo.run_config import RunConfig
 from zoo.run_dir import (
     CURVES_FILE,
     ENCODER_FILE,
+    RUN_CONFIG_FILE,
     RUN_RECORD_FILE,
     SPLIT_FILE,
     SUMMARY_FILE,
     Run,
-    RunData,
     read_run,
     read_run_record,
 )
@@ -174,7 +183,7 @@ def write_folder(
     remove_stale_temporaries(out_dir.parent, out_dir.name)  # our own, left by a killed export
     with atomic_folder(out_dir) as tmp:  # renamed into place at the end of the block, removed on failure
         save_safetensors(model.state_dict(), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name, source in (extra or {}).items():
             _copy_regular(source, tmp / name)
@@ -223,31 +232,32 @@ def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe
     return metrics
 
 
-def published_config(cfg: dict) -> dict:
-    """The run configuration as published: paths of the training machine left out (they stay in the run)."""
-    public = {k: v for k, v in cfg.items() if k not in MACHINE_PATHS}
-    if public.get("split_manifest"):
-        public["split_manifest"] = Path(public["split_manifest"]).name
+def published_config(cfg: RunConfig) -> dict:
+    """The run configuration as published: paths of the training machine left out (they stay in the run), files
+    (a split manifest, initial weights) named by their name only."""
+    public = {k: v for k, v in cfg.to_dict().items() if k not in MACHINE_PATHS}
+    for key in ("split_manifest", "init_weights"):
+        if public.get(key):
+            public[key] = Path(public[key]).name
     return public
 
 
-def _zoo_metadata(cfg: dict, metrics: dict, run_dir: Path, probe_dataset: str) -> dict:
+def _zoo_metadata(cfg: RunConfig, metrics: dict, run_dir: Path, probe_dataset: str) -> dict:
     """The ``zoo`` block of config.json: provenance and measured metrics (``probe_dataset``: where the classifier
     and the metrics come from; an unlabelled run's --eval-dataset)."""
-    length = f"{cfg['max_steps']} steps" if cfg["max_steps"] else f"{cfg['epochs']} epochs"
     return {
         "probe_dataset": probe_dataset,
-        "method": cfg["method"],
-        "dataset": cfg["dataset"],
-        "seed": cfg["seed"],
-        "paper_mode": cfg["paper_mode"],
-        "grouped_split": cfg["grouped_split"],
-        "init": cfg.get("init", "random"),
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "paper_mode": cfg.paper_mode,
+        "grouped_split": cfg.grouped_split,
+        "init": cfg.init,
         **_init_weights(run_dir),
-        "encoder": get_method_spec(cfg["method"]).exported_encoder,
-        "config": {**published_config(cfg), **_init_weights_name(cfg)},
+        "encoder": get_method_spec(cfg.method).exported_encoder,
+        "config": published_config(cfg),
         "eval_split": "test",
-        "training": f"{cfg['optimizer']} lr {cfg['lr']}, batch {cfg['batch_size']}, {length}",
+        "training": f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, {cfg.length}",
         "metrics": metrics,
         "split_manifest_sha256": file_sha256(run_dir / SPLIT_FILE),
         "code_version": zoo.__version__,
@@ -265,15 +275,10 @@ def _init_weights(run_dir: Path) -> dict:
     )
 
 
-def _init_weights_name(cfg: dict) -> dict:
-    """``init_weights`` as published: the file's name, not its path on the training machine."""
-    return {"init_weights": Path(cfg["init_weights"]).name} if cfg.get("init_weights") else {}
-
-
 def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dict) -> dict:
     cfg, ds = run.config, data.dataset
     return make_config(
-        cfg["backbone"],
+        cfg.backbone,
         model.pretrained_cfg,
         num_classes=ds.num_classes,
         num_features=model.num_features,
@@ -309,16 +314,16 @@ def export_run(
     data = data if data is not None else run.load_data()
     probe, feats = _fit_probe(encoder, data)
     size = data.data_config["input_size"][-1]
-    model = build_classifier(encoder, run.config["backbone"], data.dataset.channels, probe, size)
-    metrics = _score(model, feats, data, run.config["knn_k"], probe)
+    model = build_classifier(encoder, run.config.backbone, data.dataset.channels, probe, size)
+    metrics = _score(model, feats, data, run.config.knn_k, probe)
 
     config = _export_config(run, model, data, metrics)
     card = render_card(
         out_dir.name,
         config,
         metrics,
-        get_dataset_spec(run.config["dataset"]),
-        get_method_spec(run.config["method"]).citation,
+        get_dataset_spec(run.config.dataset),
+        get_method_spec(run.config.method).citation,
         plot=PLOT_FILE if has_plot else None,
         repo_id=repo_id,
     )
@@ -355,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.out_dir is None:
             cfg = read_run(args.run_dir).config
-            args.out_dir = zoo_home() / f"{cfg['method']}-{cfg['dataset']}"
+            args.out_dir = zoo_home() / f"{cfg.method}-{cfg.dataset}"
         print(export_run(args.run_dir, args.out_dir, force=args.force))
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)

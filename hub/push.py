@@ -23,7 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 import zoo
 from medssl_zoo.hub.card import REPO_PLACEHOLDER
 from zoo.files import open_regular
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, EXPORT_FILES, PLOT_FILE, WEIGHTS_FILE, read_config
+from zoo.hub_format import CARD_FILE, EXPORT_FILES, MODEL_CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
 from zoo.registry import is_hub_id
 from zoo.revision import check_revision
 
@@ -92,7 +92,7 @@ def _export_entries(folder: Path) -> list[str]:
                 f"{path} is {kind}: push uploads only the export's own regular files, never what a link points "
                 "to; re-export the model (medssl-export RUN_DIR OUT_DIR) or put the file itself there"
             )
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE) if f not in present]
+    missing = [f for f in (WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE) if f not in present]
     if missing:
         raise ValueError(
             f"{folder} is not an exported model folder: missing {missing} (run medssl-export RUN_DIR OUT_DIR)"
@@ -112,7 +112,7 @@ def _check_folder(folder: Path) -> tuple[dict, list[str]]:
         zoo.load(folder, local_paths=True)  # zoo.load's own checks, not a copy of them
     except ValueError as e:
         raise ValueError(f"{folder} cannot be published: {e}") from e
-    return read_config(folder / CONFIG_FILE), present
+    return read_config(folder / MODEL_CONFIG_FILE), present
 
 
 def _card_text(folder: Path, repo_id: str) -> bytes:
@@ -133,7 +133,7 @@ def _operations(folder: Path, files: list[str], repo_id: str, stack: ExitStack) 
     """One upload per export file, each read from the regular file that was checked (opened without following
     links: a link swapped in after the checks is refused, not published); ``stack`` closes them."""
     operations = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=_card_text(folder, repo_id))]
-    for name in (WEIGHTS_FILE, CONFIG_FILE, PLOT_FILE):
+    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, PLOT_FILE):
         if name in files:
             f = stack.enter_context(open_regular(folder / name, name, follow_links=False))
             if name == PLOT_FILE and f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:

@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[PretrainConfig, argparse.
     base = None
     output_dir = overrides.get("output_dir")
     if args.resume is not None and args.recipe is None and output_dir and is_run(output_dir):
-        base = read_run(output_dir).config  # continue the run as it was configured
+        base = read_run(output_dir).config.to_dict()  # continue the run as it was configured
         _check_stored_paths(base, overrides, Path(output_dir))
     return load_config(args.recipe, overrides, base), args
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from medssl_zoo.train.config import PretrainConfig
-from zoo.run_dir import RunData, load_run_data
+from zoo.data.run_data import RunData, load_run_data
 
 __all__ = ["load_pretrain_data"]
 
@@ -18,7 +18,7 @@ def load_pretrain_data(
 ) -> RunData:
     """Load and split the dataset (``manifest``: reuse a split, e.g. the run's own when resuming), write its
     manifest to ``manifest_out``, decode train/val/test once at the cache size."""
-    data = load_run_data(cfg.to_dict(), manifest=manifest)
+    data = load_run_data(cfg.data(), manifest=manifest)
     if manifest_out is not None:
         data.dataset.write_manifest(manifest_out)
     n_train = len(data.train[0])

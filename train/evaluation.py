@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 import zoo
 from medssl_zoo.train.reports import write_plots, write_report
 from zoo.data.batch_augment import BatchAugment
+from zoo.data.run_data import DataRequest, RunData, load_run_data
 from zoo.files import atomic_write_json
 from zoo.hub_format import WEIGHTS_FILE
 from zoo.probe import (
@@ -36,16 +37,8 @@ from zoo.probe import (
     knn_predict,
     label_fraction_indices,
 )
-from zoo.run_dir import (
-    ENCODER_FILE,
-    EVAL_DIR,
-    SPLIT_FILE,
-    RunData,
-    is_run,
-    load_run_data,
-    monitor_config,
-    read_run,
-)
+from zoo.run_config import RunConfig, from_stored
+from zoo.run_dir import ENCODER_FILE, EVAL_DIR, SPLIT_FILE, is_run, read_run
 
 __all__ = [
     "BASELINES",
@@ -125,13 +118,15 @@ class Source:
     encoder: torch.nn.Module
     architecture: str
     in_chans: int
-    config: dict  # the run configuration (dataset, dataset_options, split, knn_k, …)
+    config: RunConfig | None  # the run configuration; None for a model that does not say where it comes from
     data_config: dict | None  # None for an unfinished run: derived from its data
     manifest: Path | None = None
 
     @property
     def image_size(self) -> int | None:
-        return self.data_config["input_size"][-1] if self.data_config else self.config.get("image_size")
+        if self.data_config:
+            return self.data_config["input_size"][-1]
+        return self.config.image_size if self.config else None
 
 
 @dataclass
@@ -241,16 +236,16 @@ def _source_from_run(path: Path, weights: Path | None = None) -> Source:
     in_chans = next(p for p in encoder.parameters() if p.ndim == 4).shape[1]
     name = path.name if weights is None else f"{path.name}/{weights.parent.name}"
     data_config = (run.summary or {}).get("data_config")
-    return Source(name, encoder, run.config["backbone"], in_chans, run.config, data_config, path / SPLIT_FILE)
+    return Source(name, encoder, run.config.backbone, in_chans, run.config, data_config, path / SPLIT_FILE)
 
 
 def _source_from_export(name: str) -> Source:
     model = zoo.load(name, features_only=True)
     meta, cfg = model.zoo_metadata, model.pretrained_cfg
-    config = dict(meta.get("config") or {})
-    config.setdefault("dataset", meta.get("dataset", ""))
+    stored = meta.get("config")
+    config = from_stored(stored, f"{name}: config.json's zoo block") if isinstance(stored, dict) else None
     data_config = {k: cfg[k] for k in ("input_size", "crop_pct", "interpolation", "mean", "std")}
-    architecture = cfg.get("architecture") or config.get("backbone")
+    architecture = cfg.get("architecture") or (config.backbone if config else None)
     return Source(Path(str(name)).name, model, architecture, cfg["input_size"][0], config, data_config)
 
 
@@ -273,42 +268,40 @@ def _same_folder(a: str | None, b: str | None) -> bool:
     return a is None or (b is not None and os.path.realpath(a) == os.path.realpath(b))
 
 
-def _labelled_config(source: Source, options: EvalOptions) -> tuple[dict, bool]:
-    """(the data configuration to probe on, whether it is the source run's own split)."""
-    own = source.config.get("dataset")
+def _labelled_request(source: Source, options: EvalOptions) -> tuple[DataRequest, bool]:
+    """(the data to probe on, whether it is the source run's own split)."""
+    own = source.config.dataset if source.config else None
     if options.dataset and options.dataset != own:
-        size = source.image_size or 224
-        return {
-            "dataset": options.dataset,
-            "image_size": size,
-            "dataset_options": dict(options.dataset_options),
-        }, False
-    if not own:
+        request = DataRequest(
+            options.dataset, source.image_size or 224, dataset_options=options.dataset_options
+        )
+        return request, False
+    if source.config is None:
         raise ValueError(f"{source.name} does not say which dataset it belongs to; pass --dataset")
-    config = monitor_config(source.config)
-    if config is None:
+    request = source.config.labelled_data()
+    if request is None:
         raise ValueError(
             f"{source.name} was pre-trained on an unlabelled folder ({own}) without --eval-dataset: there are no "
             "classes to probe; evaluate it on a labelled dataset: --dataset NAME --data-root DIR"
         )
     if options.dataset_options:
-        config["dataset_options"] = dict(options.dataset_options)
-    same_split = config["dataset"] == own and _same_folder(options.data_root, config.get("data_root"))
-    return config, same_split and not options.dataset_options
+        request = request.replace(dataset_options=options.dataset_options)
+    same_split = request.dataset == own and _same_folder(options.data_root, request.data_root)
+    return request, same_split and not options.dataset_options
 
 
 def load_data(source: Source, options: EvalOptions) -> RunData:
     """The source's own labelled data and split (a run's split.csv when the data is the run's own folder), or
     ``options.dataset`` / another folder of the same kind with a fresh seeded split, at the encoder's input size
     and normalisation. Probes are fitted on the classes of the data evaluated, not the source's classifier."""
-    config, own_split = _labelled_config(source, options)
-    config["channels"] = source.in_chans
+    request, own_split = _labelled_request(source, options)
+    request = request.replace(channels=source.in_chans)
     if options.manifest in FRESH_SPLIT:
         manifest = None
     else:
         manifest = options.manifest or (source.manifest if own_split else None)
     data = load_run_data(
-        config, manifest=manifest, data_root=options.data_root, data_config=source.data_config
+        request, manifest=manifest, data_root=options.data_root, data_config=source.data_config
     )
     ds = data.dataset
     if ds.channels != source.in_chans:
@@ -453,7 +446,7 @@ def evaluate(target: str | Path, options: EvalOptions | None = None) -> dict:
     options = options or EvalOptions()
     source = resolve_source(target)
     data = load_data(source, options)
-    knn_k = options.knn_k or source.config.get("knn_k", STUDY_KNN_K)
+    knn_k = options.knn_k or (source.config.knn_k if source.config else STUDY_KNN_K)
     encoders = {"ssl": source.encoder, **baseline_encoders(source, options)}  # before the work: fail early
     rows, test_features = [], {}
     for name, encoder in encoders.items():

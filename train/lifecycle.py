@@ -33,7 +33,7 @@ from medssl_zoo.train.config import RESUMABLE_CHANGES, PretrainConfig
 from zoo.files import atomic_write_json, atomic_write_text, is_temporary
 from zoo.run_dir import (
     CHECKPOINTS_DIR,
-    CONFIG_FILE,
+    RUN_CONFIG_FILE,
     RUN_RECORD_FILE,
     SPLIT_FILE,
     is_run,
@@ -101,7 +101,7 @@ def _check_new_folder(run_dir: Path) -> None:
         raise RunDirError(
             f"--output-dir {run_dir} already holds files that are not a run's ({', '.join(foreign[:5])}); "
             "give a new or empty folder: a run never writes into someone else's folder (a folder without "
-            f"{CONFIG_FILE} may hold only the {SPLIT_FILE} of a run whose setup failed)"
+            f"{RUN_CONFIG_FILE} may hold only the {SPLIT_FILE} of a run whose setup failed)"
         )
 
 
@@ -132,7 +132,7 @@ def _check_writable(run_dir: Path) -> bool:
 
 
 def _check_same_config(run_dir: Path, cfg: PretrainConfig) -> None:
-    saved = read_run(run_dir).config
+    saved = read_run(run_dir).config.to_dict()
     current = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
     differing = config_differences({k: saved.get(k) for k in current}, current, now="now")
     if differing:
@@ -195,7 +195,7 @@ def _decide(cfg: PretrainConfig, resume: str | None) -> RunClaim:
     if resume is not None and is_run(run_dir):
         return _resume(run_dir, cfg, resume)
     if resume not in (None, "latest"):
-        raise RunDirError(f"--resume {resume}: {run_dir} holds no run to resume (no {CONFIG_FILE})")
+        raise RunDirError(f"--resume {resume}: {run_dir} holds no run to resume (no {RUN_CONFIG_FILE})")
     if resume == "latest":
         log.warning(
             "--resume: %s holds no run yet (a run that failed during setup?): starting afresh", run_dir
@@ -228,7 +228,7 @@ def write_run_config(run_dir: Path, cfg: PretrainConfig, record: dict) -> None:
     import yaml
 
     atomic_write_json(run_dir / RUN_RECORD_FILE, record)
-    atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(run_dir / RUN_CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def abandon_run_dir(claim: RunClaim) -> None:

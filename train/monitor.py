@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zoo.data.run_data import RunData
 from zoo.files import atomic_savefig, atomic_write_bytes, read_bytes, umask_mode
 from zoo.probe import extract_features, knn_accuracy
-from zoo.run_dir import RunData
 
 __all__ = [
     "COLLAPSE_THRESHOLD",

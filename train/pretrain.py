@@ -55,6 +55,7 @@ from medssl_zoo.train.pipeline import ViewPipeline, make_loader
 from medssl_zoo.train.stopping import TERMINATED_EXIT, SigtermStop, Terminated
 from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
+from zoo.data.run_data import RunData, load_run_data
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
 from zoo.methods import SSLModel, TeacherStudentModel, create_method, get_method_spec
@@ -65,9 +66,6 @@ from zoo.run_dir import (
     METRICS_FILE,
     SPLIT_FILE,
     SUMMARY_FILE,
-    RunData,
-    load_run_data,
-    monitor_config,
 )
 from zoo.runtime import bf16_is_fast
 
@@ -319,8 +317,8 @@ class Trainer:
 
     def _monitor_data(self) -> RunData | None:
         """The labelled data kNN runs on: the run's own, an --eval-dataset (normalised like the run), or None."""
-        labelled = monitor_config(self.cfg.to_dict())
-        if labelled is None or labelled["dataset"] == self.cfg.dataset:
+        labelled = self.cfg.labelled_data()
+        if labelled is None or labelled.dataset == self.cfg.dataset:
             return self.data if labelled is not None else None
         return load_run_data(labelled, data_config=self.data.data_config)
 

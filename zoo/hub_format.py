@@ -19,7 +19,7 @@ from zoo.backbones import check_architecture, size_kwargs
 
 __all__ = [
     "WEIGHTS_FILE",
-    "CONFIG_FILE",
+    "MODEL_CONFIG_FILE",
     "CARD_FILE",
     "PLOT_FILE",
     "EXPORT_FILES",
@@ -30,13 +30,13 @@ __all__ = [
     "zoo_home",
 ]
 
-WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE = (
+WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE = (
     "model.safetensors",
     "config.json",
     "README.md",
     "curves.png",
 )
-EXPORT_FILES = frozenset({WEIGHTS_FILE, CONFIG_FILE, CARD_FILE, PLOT_FILE})
+EXPORT_FILES = frozenset({WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE})
 # bounds of what a config.json may ask for (anything larger is refused before a model is built)
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_CLASSES = 100_000
@@ -85,7 +85,7 @@ def is_export(folder: str | Path) -> bool:
     folder = Path(folder)
     try:
         names = {p.name for p in folder.iterdir()}
-        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        config = json.loads((folder / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and isinstance(config.get("zoo"), dict) and names <= EXPORT_FILES

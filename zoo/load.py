@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
+from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
 from zoo.registry import close_names, get_entry, is_hub_id, is_model_name
 from zoo.revision import check_commit, check_revision
 from zoo.safetensors_header import read_header
@@ -143,7 +143,7 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
     )
     local_only = constants.HF_HUB_OFFLINE or unreachable is not None  # the cache only: nothing to retry
     try:
-        config = _fetch(repo_id, CONFIG_FILE, revision, deadline, local_only)
+        config = _fetch(repo_id, MODEL_CONFIG_FILE, revision, deadline, local_only)
         # snapshots/<commit sha>/config.json: pin the other files to it (what the server answered, checked)
         commit = check_commit(config.parent.name, f"{name}: the commit {repo_id} resolved to")
         _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline, local_only)
@@ -199,7 +199,7 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, local_path
     check_revision(revision)
     if local_paths and path.is_dir():
         return path
-    if is_model_name(name) and (zoo_home() / name / CONFIG_FILE).is_file():
+    if is_model_name(name) and (zoo_home() / name / MODEL_CONFIG_FILE).is_file():
         return zoo_home() / name
     entry = get_entry(name) if is_model_name(name) else None
     if entry is not None and not entry.published:
@@ -284,7 +284,7 @@ def _build_checked(folder: Path, config: dict) -> torch.nn.Module:
             skeleton = _create(config)
     except (TypeError, ValueError, RuntimeError, AssertionError) as e:
         raise ValueError(
-            f"{folder / CONFIG_FILE}: timm cannot build {config['architecture']} from it ({e})"
+            f"{folder / MODEL_CONFIG_FILE}: timm cannot build {config['architecture']} from it ({e})"
         ) from e
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     _compare(expected, declared, folder, type(skeleton).__name__)
@@ -319,9 +319,9 @@ def load(
         >>> probabilities = model(x).softmax(dim=1)
     """
     folder = resolve(name_or_path, revision, local_paths=local_paths)
-    if not (folder / CONFIG_FILE).is_file():
-        raise ValueError(f"{folder}: no {CONFIG_FILE}; not a timm / MedSSL Zoo model folder")
-    config = read_config(folder / CONFIG_FILE)
+    if not (folder / MODEL_CONFIG_FILE).is_file():
+        raise ValueError(f"{folder}: no {MODEL_CONFIG_FILE}; not a timm / MedSSL Zoo model folder")
+    config = read_config(folder / MODEL_CONFIG_FILE)
     model = _build_checked(folder, config)
     model.pretrained_cfg = {**model.pretrained_cfg, **config["pretrained_cfg"]}
     model.label_names = list(config.get("label_names") or [])
@@ -338,7 +338,7 @@ def model_info(name_or_path: str | Path, revision: str | None = None) -> dict:
 
     info = {"name": str(name_or_path), "registry": entry_dict(str(name_or_path))}
     folder = resolve(name_or_path, revision)
-    config = read_config(folder / CONFIG_FILE)
+    config = read_config(folder / MODEL_CONFIG_FILE)
     info.update(
         folder=str(folder),
         architecture=config["architecture"],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from zoo._registry import Registry
 from zoo.files import load_yaml, read_text
-from zoo.hub_format import CONFIG_FILE, zoo_home
+from zoo.hub_format import MODEL_CONFIG_FILE, zoo_home
 from zoo.revision import check_revision
 
 __all__ = [
@@ -131,7 +131,9 @@ def get_entry(name: str) -> ModelEntry | None:
 def local_models() -> list[str]:
     """Models exported into ``$ZOO_HOME``."""
     home = zoo_home()
-    return sorted(p.name for p in home.iterdir() if (p / CONFIG_FILE).is_file()) if home.is_dir() else []
+    return (
+        sorted(p.name for p in home.iterdir() if (p / MODEL_CONFIG_FILE).is_file()) if home.is_dir() else []
+    )
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from zoo.backbones import check_architecture
 from zoo.data import get_dataset_spec, list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
+from zoo.data.run_data import DEFAULT_CACHE, DataRequest
 from zoo.data.splits import DEFAULT_SPLIT_SEED
 from zoo.methods import get_method_spec, list_methods
 from zoo.registry import is_model_name
@@ -102,7 +103,7 @@ class RunConfig(BaseModel):
         None, "data", "size images are decoded at, once (null: image_size x 8/7, 256 for 224)", gt=0
     )
     cache: Literal["auto", "memory", "disk"] = option(
-        "auto",
+        DEFAULT_CACHE,
         "data",
         "where decoded images live: memory, disk (a memory-mapped file in $ZOO_CACHE, reused by later runs and "
         "every process), auto (disk for folder datasets over 2 GiB decoded)",
@@ -212,6 +213,41 @@ class RunConfig(BaseModel):
     def to_dict(self) -> dict:
         """The configuration as ``config.yaml`` stores it (lists, not tuples)."""
         return self.model_dump(mode="json")
+
+    @property
+    def length(self) -> str:
+        """How long the run trains, as a card says it: "150 steps" or "200 epochs"."""
+        return f"{self.max_steps} steps" if self.max_steps else f"{self.epochs} epochs"
+
+    def data(self) -> DataRequest:
+        """The data the run pre-trains on."""
+        return DataRequest(
+            dataset=self.dataset,
+            image_size=self.image_size,
+            data_root=self.data_root,
+            dataset_options=self.dataset_options,
+            channels=self.channels,
+            grouped_split=self.grouped_split,
+            split_seed=self.split_seed,
+            split_manifest=self.split_manifest,
+            cache_size=self.cache_size,
+            cache=self.cache,
+        )
+
+    def labelled_data(self) -> DataRequest | None:
+        """The labelled data the run is monitored and probed on: ``eval_dataset`` when given (at the run's sizes),
+        else the run's own data when it has labels, else None (an unlabelled archive: embedding health only)."""
+        if self.eval_dataset:
+            return DataRequest(
+                dataset=self.eval_dataset,
+                image_size=self.image_size,
+                data_root=self.eval_data_root,
+                dataset_options=self.eval_dataset_options,
+                channels=self.channels,
+                cache_size=self.cache_size,
+                cache=self.cache,
+            )
+        return None if get_dataset_spec(self.dataset).kind == "unlabelled" else self.data()
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

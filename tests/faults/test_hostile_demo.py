@@ -20,7 +20,7 @@ from PIL import Image
 import zoo
 from medssl_zoo.demo import app
 from tests.helpers.servers import free_port, serve
-from zoo.hub_format import CONFIG_FILE
+from zoo.hub_format import MODEL_CONFIG_FILE
 from zoo.registry import is_hub_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +54,9 @@ def exports(export: Path, home: Path, names: list[str]) -> list[str]:
 
 def broken(export: Path, home: Path, name: str) -> str:
     folder = shutil.copytree(export, home / name)
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
     config["num_classes"] = -1
-    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     return name
 
 
@@ -126,7 +126,9 @@ def test_errors_shown_to_visitors_never_name_a_server_path(home, tile, tiny_expo
         "Cannot load model 'broken': its files are damaged or do not fit its configuration; the server's log has "
         "the details."
     )
-    assert f"{home / 'broken' / CONFIG_FILE}: num_classes must be" in caplog.text  # logged on the server
+    assert (
+        f"{home / 'broken' / MODEL_CONFIG_FILE}: num_classes must be" in caplog.text
+    )  # logged on the server
     uploads = tmp_path / "gradio" / ("ab" * 32)  # where Gradio keeps an upload: <cache>/<sha256>/<name>
     uploads.mkdir(parents=True)
     exports(tiny_export, home, ["good"])

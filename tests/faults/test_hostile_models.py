@@ -12,7 +12,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 import zoo
-from zoo.hub_format import CONFIG_FILE, WEIGHTS_FILE
+from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,9 +28,9 @@ class Marker:
 
 
 def with_config(folder: Path, change) -> Path:
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
     change(config)
-    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     return folder
 
 
@@ -66,7 +66,7 @@ def hostile(name: str, export: Path, folder: Path) -> tuple[Path, str]:
             folder, lambda c: c["pretrained_cfg"].update(input_size=[3, 100_000, 100_000])
         ), "input_size"
     if name == "not-utf8":
-        (folder / CONFIG_FILE).write_bytes(b'{"architecture": "\xff\xfe"}')
+        (folder / MODEL_CONFIG_FILE).write_bytes(b'{"architecture": "\xff\xfe"}')
         return folder, "not valid UTF-8 JSON"
     if (
         name == "classes-beyond-the-weights"

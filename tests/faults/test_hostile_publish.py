@@ -21,7 +21,7 @@ from medssl_zoo.hub.export import ExportError, check_destination, export_run
 from medssl_zoo.hub.push import push
 from medssl_zoo.train import reproduce
 from tests.helpers.hub_server import HubServer
-from zoo.hub_format import CARD_FILE, CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE
+from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE
 from zoo.registry import read_registry_file
 from zoo.run_dir import CURVES_FILE, ENCODER_FILE, read_run
 
@@ -67,7 +67,7 @@ def hostile_folder(kind: str, export: Path, tmp_path: Path, secret: Path) -> tup
         (folder / WEIGHTS_FILE).symlink_to(outside)
         return folder, f"{folder / WEIGHTS_FILE} is a symbolic link"
     if kind in ("config-link", "card-link"):
-        name = CONFIG_FILE if kind == "config-link" else CARD_FILE
+        name = MODEL_CONFIG_FILE if kind == "config-link" else CARD_FILE
         (folder / name).unlink()
         (folder / name).symlink_to(secret)
         return folder, f"{folder / name} is a symbolic link"
@@ -79,14 +79,14 @@ def hostile_folder(kind: str, export: Path, tmp_path: Path, secret: Path) -> tup
         (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
         return folder, "corrupt or truncated"
     if kind == "config-five-million-classes":
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
         config.update(num_classes=5_000_000, label_names=[])
-        (folder / CONFIG_FILE).write_text(json.dumps(config))
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config))
         return folder, "num_classes must be an integer in"
     if kind == "config-of-another-architecture":
-        config = json.loads((folder / CONFIG_FILE).read_text())
+        config = json.loads((folder / MODEL_CONFIG_FILE).read_text())
         config["architecture"] = "resnet18"
-        (folder / CONFIG_FILE).write_text(json.dumps(config))
+        (folder / MODEL_CONFIG_FILE).write_text(json.dumps(config))
         return folder, "do not fit"
     raise AssertionError(kind)
 
@@ -146,7 +146,7 @@ def test_export_skips_a_linked_curves_image_and_never_copies_its_target(run_copy
     caplog.set_level(logging.WARNING)
     out = export_run(run_copy, tmp_path / "export")
     assert f"{run_copy / CURVES_FILE} is a symbolic link: not copied" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE]
     assert not any(SECRET in p.read_bytes() for p in out.iterdir())
     assert f"]({PLOT_FILE})" not in (out / CARD_FILE).read_text()  # the card does not show a missing plot
     assert zoo.load(out).label_names
@@ -260,7 +260,7 @@ def test_reproduce_refuses_cells_made_with_other_settings_and_redoes_them_on_req
     out = tmp_path / "results"
     run_dir = out / "runs" / "simclr-synthetic"
     assert reproduce.main(reproduce_argv(out, 2)) == 0
-    assert read_run(run_dir).config["max_steps"] == 2
+    assert read_run(run_dir).config.max_steps == 2
     caplog.clear()
     assert reproduce.main(reproduce_argv(out, 3)) == 2  # --synthetic-steps changed
     error = next(r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
@@ -269,7 +269,7 @@ def test_reproduce_refuses_cells_made_with_other_settings_and_redoes_them_on_req
         and "simclr-synthetic (max_steps: 2 → 3)" in error
         and "--rerun-changed" in error
     )
-    assert "finished earlier, skipped" not in caplog.text and read_run(run_dir).config["max_steps"] == 2
+    assert "finished earlier, skipped" not in caplog.text and read_run(run_dir).config.max_steps == 2
     caplog.clear()
     assert reproduce.main(reproduce_argv(out, 2, "knn,linear")) == 2  # an evaluation setting changed
     assert "simclr-synthetic (protocols: knn → knn,linear)" in caplog.text
@@ -283,9 +283,9 @@ def test_reproduce_refuses_cells_made_with_other_settings_and_redoes_them_on_req
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["simclr-synthetic"]
     # a pre-training change redoes the cell; the earlier run is renamed aside, not deleted
     assert reproduce.main([*reproduce_argv(out, 3, "knn,linear"), "--rerun-changed"]) == 0
-    assert read_run(run_dir).config["max_steps"] == 3 and read_run(run_dir).finished
+    assert read_run(run_dir).config.max_steps == 3 and read_run(run_dir).finished
     aside = [p for p in (out / "runs").iterdir() if p.name.startswith("simclr-synthetic.replaced-")]
-    assert len(aside) == 1 and read_run(aside[0]).config["max_steps"] == 2
+    assert len(aside) == 1 and read_run(aside[0]).config.max_steps == 2
     caplog.clear()
     assert reproduce.main(reproduce_argv(out, 3, "knn,linear")) == 0  # the same settings: reused
     assert "simclr-synthetic: finished earlier, skipped" in caplog.text

@@ -17,6 +17,7 @@ from zoo.data.splits import file_sha256
 from zoo.files import temporary_path
 from zoo.hub_format import is_export
 from zoo.probe import LinearProbe, extract_features, fit_linear_probe
+from zoo.run_config import RunConfig, build, from_stored
 from zoo.run_dir import SPLIT_FILE, read_run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,9 +31,9 @@ def tiny_run(tiny_export):
 def test_the_zoo_block_records_the_run(tiny_run, tiny_export):
     block = json.loads((tiny_export / "config.json").read_text())["zoo"]
     cfg = read_run(tiny_run).config
-    assert (block["probe_dataset"], block["method"], block["seed"]) == ("synthetic", "simclr", cfg["seed"])
+    assert (block["probe_dataset"], block["method"], block["seed"]) == ("synthetic", "simclr", cfg.seed)
     assert (block["init"], block["eval_split"], block["encoder"]) == ("random", "test", "the backbone")
-    assert block["training"] == f"adamw lr {cfg['lr']}, batch 16, 4 steps"
+    assert block["training"] == f"adamw lr {cfg.lr}, batch 16, 4 steps"
     assert {"knn_accuracy", "linear_accuracy"} <= set(block["metrics"])
     assert block["split_manifest_sha256"] == file_sha256(tiny_run / SPLIT_FILE)
     assert block["config"] == export_module.published_config(cfg)
@@ -104,32 +105,35 @@ def test_export_and_push_command_lines(tiny_run, tmp_path):
 
 
 def test_the_zoo_block_of_older_and_epoch_based_runs(tiny_run):
-    cfg = dict(read_run(tiny_run).config, max_steps=None, epochs=200)
-    del cfg["init"]  # a run made before --init existed
+    stored = dict(read_run(tiny_run).config.to_dict(), max_steps=None, epochs=200)
+    del stored["init"]  # a run made before --init existed
+    cfg = from_stored(stored, "config.yaml")
     block = export_module._zoo_metadata(cfg, {"linear_accuracy": 0.5}, tiny_run, "synthetic")
     assert set(block) == {  # the hub format's zoo block (DESIGN.md), read by the card, the demo and `zoo info`
         "probe_dataset", "method", "dataset", "seed", "paper_mode", "grouped_split", "init", "encoder", "config",
         "eval_split", "training", "metrics", "split_manifest_sha256", "code_version",
     }  # fmt: skip
-    assert (block["probe_dataset"], block["seed"], block["eval_split"]) == ("synthetic", cfg["seed"], "test")
+    assert (block["probe_dataset"], block["seed"], block["eval_split"]) == ("synthetic", cfg.seed, "test")
     assert block["metrics"] == {"linear_accuracy": 0.5} and block["code_version"] == zoo.__version__
     assert block["init"] == "random" and block["training"].endswith(", 200 epochs")
-    steps = export_module._zoo_metadata(dict(cfg, max_steps=4), {}, tiny_run, "synthetic")
+    steps = export_module._zoo_metadata(cfg.model_copy(update={"max_steps": 4}), {}, tiny_run, "synthetic")
     assert steps["training"].endswith(", 4 steps")
     assert (
-        export_module._zoo_metadata(dict(cfg, init="imagenet"), {}, tiny_run, "synthetic")["init"]
+        export_module._zoo_metadata(cfg.model_copy(update={"init": "imagenet"}), {}, tiny_run, "synthetic")[
+            "init"
+        ]
         == "imagenet"
     )
 
 
 def test_published_config_keeps_no_path_of_the_training_machine():
-    cfg = {"method": "simclr", "data_root": "/home/a/data", "output_dir": "/home/a/runs/x"}
-    public = export_module.published_config({**cfg, "split_manifest": "/home/a/splits/breast-split.csv"})
-    assert public == {"method": "simclr", "split_manifest": "breast-split.csv"}
-    assert export_module.published_config({**cfg, "split_manifest": None}) == {
-        "method": "simclr",
-        "split_manifest": None,
-    }
+    paths = {"data_root": "/home/a/data", "output_dir": "/home/a/runs/x", "init": "imagenet"}
+    files = {"split_manifest": "/home/a/splits/breast-split.csv", "init_weights": "/home/a/w/r50.safetensors"}
+    public = export_module.published_config(build({**paths, **files}))
+    assert "data_root" not in public and "output_dir" not in public
+    assert (public["split_manifest"], public["init_weights"]) == ("breast-split.csv", "r50.safetensors")
+    assert export_module.published_config(build(paths))["split_manifest"] is None
+    assert set(public) == set(RunConfig.model_fields) - {"data_root", "output_dir"}
 
 
 def safetensors_metadata(folder):

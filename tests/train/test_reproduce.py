@@ -52,7 +52,7 @@ def test_an_interrupted_cell_resumes_and_paper_mode_reaches_the_cells(tmp_path, 
     assert reproduce.main([*common, "--pretrain-args", tiny]) == 0
     assert "simclr-synthetic-paper: pre-training (resuming)" in caplog.text
     run = read_run(run_dir)
-    assert run.finished and run.config["paper_mode"] is True and run.config["augment"] == "simclr"
+    assert run.finished and run.config.paper_mode is True and run.config.augment == "simclr"
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3, 4]  # each step once
 
@@ -76,4 +76,4 @@ def test_reproduce_adds_an_imagenet_init_cell(tmp_path):
     assert reproduce.main(argv) == 0
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| synthetic | simclr | ssl |" in table and "| synthetic | simclr (ImageNet init) | ssl |" in table
-    assert read_run(tmp_path / "out" / "runs" / "simclr-synthetic-imagenet-init").config["init"] == "imagenet"
+    assert read_run(tmp_path / "out" / "runs" / "simclr-synthetic-imagenet-init").config.init == "imagenet"

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import zoo
-from zoo.hub_format import CONFIG_FILE, WEIGHTS_FILE, zoo_home
+from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE, zoo_home
 
 
 @pytest.fixture
@@ -38,15 +38,15 @@ def test_unknown_name_lists_close_names():
 
 
 def test_missing_config(export_copy):
-    (export_copy / CONFIG_FILE).unlink()
+    (export_copy / MODEL_CONFIG_FILE).unlink()
     with pytest.raises(ValueError, match="no config.json"):
         zoo.load(export_copy)
 
 
 def test_unknown_architecture(export_copy):
-    config = json.loads((export_copy / CONFIG_FILE).read_text())
+    config = json.loads((export_copy / MODEL_CONFIG_FILE).read_text())
     config["architecture"] = "resnet_5000"
-    (export_copy / CONFIG_FILE).write_text(json.dumps(config))
+    (export_copy / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="Unknown timm architecture 'resnet_5000'"):
         zoo.load(export_copy)
 
@@ -86,9 +86,9 @@ def test_truncated_weights(export_copy):
 
 
 def test_config_with_keys_timm_would_refuse(export_copy):
-    config = json.loads((export_copy / CONFIG_FILE).read_text())
+    config = json.loads((export_copy / MODEL_CONFIG_FILE).read_text())
     config["pretrained_cfg"]["favourite_colour"] = "blue"
-    (export_copy / CONFIG_FILE).write_text(json.dumps(config))
+    (export_copy / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="unknown pretrained_cfg keys"):
         zoo.load(export_copy)
 
@@ -141,8 +141,8 @@ def test_model_info_combines_the_registry_entry_and_the_config(export_copy, monk
     info = zoo.model_info("info-model")
     assert info["name"] == "info-model" and info["registry"]["repo_id"] == "medssl-zoo/info-model"
     assert info["num_classes"] == 4 and info["zoo"]["method"] == "simclr"
-    config = json.loads((export_copy / CONFIG_FILE).read_text())
+    config = json.loads((export_copy / MODEL_CONFIG_FILE).read_text())
     del config["zoo"]  # a plain timm folder: no zoo block
-    (export_copy / CONFIG_FILE).write_text(json.dumps(config))
+    (export_copy / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     plain = zoo.model_info(export_copy)
     assert plain["registry"] is None and plain["zoo"] == {} and plain["name"] == str(export_copy)
