@@ -18,6 +18,7 @@ import sys
 
 import zoo
 from zoo.embeddings import EmbedOptions, embed
+from zoo.embeddings.embed import default_threads
 from zoo.files import load_yaml
 
 log = logging.getLogger("medssl-embed")
@@ -31,8 +32,12 @@ def _mapping(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medssl-embed", usage="%(prog)s MODEL DATA --out DIR [options]",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="medssl-embed",
+        usage="%(prog)s MODEL DATA --out DIR [options]",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", help="a zoo name, an exported folder, a Hub repo id (org/name) or a finished run")
     p.add_argument(
         "data", help="a folder of images (any depth, DICOMs too), a dataset root, or a MedMNIST .npz"
@@ -63,14 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, help="decoding processes per process (default: the cores left, at most 8)"
     )
+    p.add_argument(
+        "--threads", type=int, help="CPU threads per process (default: the cores divided among the processes)"
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: this process's GPU if there is one)")
-    p.add_argument("--max-bad", type=float, default=0.05,
-                   help="stop when more than this fraction of files cannot be read (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--max-bad",
+        type=float,
+        default=0.05,
+        help="stop when more than this fraction of files cannot be read (default: %(default)s)",
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace an output of another plan (only ever one of ours)"
     )
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="a progress bar with images/s and ETA (default: on a terminal)")  # fmt: skip
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar with images/s and ETA (default: on a terminal)",
+    )
     return p
 
 
@@ -80,9 +96,26 @@ def main(argv=None) -> int:
     )
     p = build_parser()
     args = p.parse_args(argv)
-    options = {k: getattr(args, k) for k in ("dataset", "dataset_options", "revision", "batch_size", "shard_size",
-               "dtype", "precision", "workers", "device", "max_bad", "overwrite", "progress")}  # fmt: skip
+    options = {
+        k: getattr(args, k)
+        for k in (
+            "dataset",
+            "dataset_options",
+            "revision",
+            "batch_size",
+            "shard_size",
+            "dtype",
+            "precision",
+            "workers",
+            "threads",
+            "device",
+            "max_bad",
+            "overwrite",
+            "progress",
+        )
+    }
     try:
+        options["threads"] = options["threads"] or default_threads()
         EmbedOptions(**options)
     except ValueError as e:
         p.error(str(e).replace("_", "-"))

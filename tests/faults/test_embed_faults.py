@@ -24,8 +24,13 @@ from zoo.embeddings.format import shard_name
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"workers": 0, "progress": False}
-ENV = {**os.environ, "ACCELERATE_USE_CPU": "true", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": str(ROOT)}  # fmt: skip
+ENV = {
+    **os.environ,
+    "ACCELERATE_USE_CPU": "true",
+    "GLOO_SOCKET_IFNAME": "lo",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": str(ROOT),
+}
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +91,9 @@ def run_until(
 ) -> int:
     """Run ``cmd``; with ``kill_after_shard``, SIGKILL it and its children right after that shard is written
     (``mid_shard``: half a shard's time later). Returns the exit code (-9 when killed)."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     deadline, seen = time.monotonic() + timeout, {}
     try:
         while proc.poll() is None and time.monotonic() < deadline:
@@ -214,8 +220,11 @@ def test_unreadable_files_are_skipped_counted_and_reported(model, tmp_path):
     ):
         zoo.embed(str(model), data, out, shard_size=4, max_bad=0.1, **FAST)
     report = (out / "skipped.csv").read_text().splitlines()
-    assert report[0] == "path,reason" and [r.split(",")[0] for r in report[1:]] == ["empty.png", "noise.png",
-                                                                                   "truncated.png"]  # fmt: skip
+    assert report[0] == "path,reason" and [r.split(",")[0] for r in report[1:]] == [
+        "empty.png",
+        "noise.png",
+        "truncated.png",
+    ]
     assert not (out / "index.csv").exists()
     written = {p.name: p.stat().st_mtime_ns for p in out.glob("embeddings-*")}
     emb = zoo.embed(str(model), data, out, shard_size=4, max_bad=0.25, **FAST)  # the shards are reused
@@ -311,7 +320,7 @@ def test_a_lost_shard_of_a_complete_output_is_embedded_again(model, tmp_path):
     zoo.embed(str(model), data, out, shard_size=4, **FAST)
     complete = snapshot(out)
     (out / shard_name(1)).unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match=r"lists embeddings-00001\.safetensors, which is not there"):
         zoo.embeddings.open(out)
     zoo.embed(str(model), data, out, shard_size=4, **FAST)
     assert snapshot(out) == complete
@@ -324,3 +333,59 @@ def test_nothing_is_created_when_the_model_or_the_data_cannot_be_read(model, tmp
     with pytest.raises(FileNotFoundError, match="does not exist"):
         zoo.embed(str(model), tmp_path / "no-data", tmp_path / "out", **FAST)
     assert not (tmp_path / "out").exists()
+
+
+def hostile_outputs(root: Path) -> dict[str, Path]:
+    """Embedding outputs as a stranger could hand them over (to search them, or as the demo's --similar DIR)."""
+    import json
+
+    from zoo.embeddings.format import plan_id
+
+    key = {"model": {"width": 4}, "dtype": "float32"}
+    meta = {
+        "format": "medssl-zoo-embeddings",
+        "version": 1,
+        "complete": True,
+        "plan": plan_id(key),
+        "key": key,
+    }
+    cases = {}
+
+    def case(name: str, shard: bytes | None, **changes) -> None:
+        folder = root / name
+        folder.mkdir(parents=True)
+        shards = [
+            {"file": changes.pop("file", "embeddings-00000.safetensors"), "first_row": 0, "rows": 1 << 40}
+        ]
+        (folder / "meta.json").write_text(json.dumps({**meta, "shards": shards, **changes}))
+        if shard is not None:
+            (folder / "embeddings-00000.safetensors").write_bytes(shard)
+        cases[name] = folder
+
+    header = json.dumps(
+        {
+            "__metadata__": {
+                "medssl-zoo-embeddings": json.dumps(
+                    {"plan": plan_id(key), "shard": 0, "first_file": 0, "files": 1 << 40, "skipped": []}
+                )
+            },
+            "embeddings": {"dtype": "F32", "shape": [1 << 40, 4], "data_offsets": [0, 16 << 40]},
+        }
+    )
+    case("2^40 rows declared in 200 bytes", len(header).to_bytes(8, "little") + header.encode())
+    case("a 2^60-byte header claim", (1 << 60).to_bytes(8, "little") + b"{}")
+    case("a shard path outside the folder", None, file="../../../../etc/passwd")
+    case("a plan that is not its key's", None, plan="0" * 64)
+    big = root / "a 20 MB meta.json"
+    big.mkdir()
+    (big / "meta.json").write_text(json.dumps({**meta, "padding": "x" * 20_000_000}))
+    cases[big.name] = big
+    return cases
+
+
+@pytest.mark.timeout(30)
+def test_a_strangers_output_is_refused_before_anything_large_is_read(tmp_path):
+    for name, folder in hostile_outputs(tmp_path).items():
+        with pytest.raises(ValueError) as refused:
+            zoo.search(folder, [1.0, 0.0, 0.0, 0.0])
+        assert str(folder) in str(refused.value), name

@@ -16,11 +16,24 @@ def model_folder(path: Path, seed: int = 0, size: int = 32, architecture: str = 
     """An export folder of a randomly initialised timm model (``zoo.load`` reads it like any export)."""
     torch.manual_seed(seed)
     model = timm.create_model(architecture, num_classes=2)
-    data_config = {"input_size": (3, size, size), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
-                   "crop_pct": 0.875, "interpolation": "bilinear"}  # fmt: skip
-    config = make_config(architecture, dict(model.pretrained_cfg), num_classes=2, num_features=model.num_features,
-                         in_chans=3, label_names=["a", "b"], data_config=data_config, license="mit",
-                         zoo_metadata={"method": "random", "dataset": "none"})  # fmt: skip
+    data_config = {
+        "input_size": (3, size, size),
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "crop_pct": 0.875,
+        "interpolation": "bilinear",
+    }
+    config = make_config(
+        architecture,
+        dict(model.pretrained_cfg),
+        num_classes=2,
+        num_features=model.num_features,
+        in_chans=3,
+        label_names=["a", "b"],
+        data_config=data_config,
+        license="mit",
+        zoo_metadata={"method": "random", "dataset": "none"},
+    )
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(json.dumps(config))
     save_safetensors(model.state_dict(), path / WEIGHTS_FILE)

@@ -19,7 +19,7 @@ from tests.helpers.embeddings import image_folder, model_folder
 from tests.zoo.data import trees
 from zoo.data import load_dataset, read_image
 from zoo.data.transforms import eval_transform
-from zoo.embeddings.format import INDEX_FILE, META_FILE, write_csv, write_meta, write_shard
+from zoo.embeddings.format import INDEX_FILE, META_FILE, plan_id, write_csv, write_meta, write_shard
 from zoo.embeddings.search import search
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,20 +101,44 @@ def test_a_medmnist_npz_is_embedded_row_by_row(model, tmp_path):
         np.testing.assert_allclose(emb.to_numpy()[5], encoder(x[None])[0].numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_an_output_names_the_model_it_was_made_with(model, tmp_path):
+    """What the demo's similar cases need: the output matches the loaded model (weights, revision, pooling,
+    width), another model is refused naming what differs."""
+    emb = zoo.embed(str(model), image_folder(tmp_path / "data", 3), tmp_path / "out", **FAST)
+    emb.check_model(zoo.embeddings.model_identity(zoo.load(model)), "m")
+    other = zoo.load(model_folder(tmp_path / "other", seed=2, size=32))
+    with pytest.raises(
+        zoo.embeddings.ModelMismatchError, match=r"not other: weights_sha256 '[0-9a-f]{64}' here"
+    ):
+        emb.check_model(zoo.embeddings.model_identity(other), "other")
+
+
 def random_output(folder: Path, rows: int, width: int, shard_size: int, seed: int = 0) -> torch.Tensor:
     """A complete output of random vectors written with the format's own writers (several shards)."""
     folder.mkdir(parents=True)
+    key = {"model": {"width": width}, "dtype": "float32"}
     x = torch.randn(rows, width, generator=torch.Generator().manual_seed(seed))
     shards = []
     for k, start in enumerate(range(0, rows, shard_size)):
         part = x[start : start + shard_size]
-        write_shard(folder / f"embeddings-{k:05d}.safetensors", part, "p", k, start, len(part), [])
+        write_shard(folder / f"embeddings-{k:05d}.safetensors", part, plan_id(key), k, start, len(part), [])
         shards.append({"file": f"embeddings-{k:05d}.safetensors", "first_row": start, "rows": len(part)})
-    write_csv(folder / INDEX_FILE, ("path", "size", "mtime_ns", "label", "split", "shard", "row"),
-              ((f"{i}.png", 1, 1, "", "", i // shard_size, i % shard_size) for i in range(rows)))  # fmt: skip
-    key = {"model": {"width": width}, "dtype": "float32"}
-    write_meta(folder, {"format": "medssl-zoo-embeddings", "version": 1, "complete": True, "plan": "p",
-                        "key": key, "shards": shards})  # fmt: skip
+    write_csv(
+        folder / INDEX_FILE,
+        ("path", "size", "mtime_ns", "label", "split", "shard", "row"),
+        ((f"{i}.png", 1, 1, "", "", i // shard_size, i % shard_size) for i in range(rows)),
+    )
+    write_meta(
+        folder,
+        {
+            "format": "medssl-zoo-embeddings",
+            "version": 1,
+            "complete": True,
+            "plan": plan_id(key),
+            "key": key,
+            "shards": shards,
+        },
+    )
     return x
 
 
@@ -175,8 +199,14 @@ print((peak - base) / 2**20)
 @pytest.mark.timeout(120)
 def test_search_memory_is_bounded_by_the_chunk_not_the_archive(tmp_path):
     """200 000 x 256 float32 (205 MB) searched with an 8 MiB budget: the process grows by tens of MB at most."""
-    proc = subprocess.run([sys.executable, "-c", SEARCH_PEAK, str(tmp_path / "out")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=110, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SEARCH_PEAK, str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     growth_mib = float(proc.stdout.split()[-1])
     assert growth_mib < 64, growth_mib
@@ -184,8 +214,19 @@ def test_search_memory_is_bounded_by_the_chunk_not_the_archive(tmp_path):
 
 def test_the_command_line_runs_as_a_module(model, tmp_path, capsys):
     data = image_folder(tmp_path / "data", 6)
-    cmd = [sys.executable, "-m", "medssl_zoo.embed", str(model), str(data), "--out", str(tmp_path / "out"),
-           "--workers", "0", "--shard-size", "4"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "medssl_zoo.embed",
+        str(model),
+        str(data),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "0",
+        "--shard-size",
+        "4",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(zoo.embeddings.open(tmp_path / "out")) == 6

@@ -9,7 +9,7 @@
 """
 
 from zoo.embeddings.embed import EmbedOptions, embed, process_rank
-from zoo.embeddings.encoder import Encoder, load_encoder
+from zoo.embeddings.encoder import Encoder, load_encoder, model_identity
 from zoo.embeddings.output import NotAnOutputError, PlanMismatchError, TooManyUnreadableError
 from zoo.embeddings.search import Neighbours, search
 from zoo.embeddings.store import Embeddings, ModelMismatchError, open_embeddings
@@ -27,6 +27,7 @@ __all__ = [
     "TooManyUnreadableError",
     "embed",
     "load_encoder",
+    "model_identity",
     "open",
     "open_embeddings",
     "process_rank",

@@ -27,7 +27,7 @@ from zoo.embeddings.plan import Plan, scan
 from zoo.embeddings.store import Embeddings
 from zoo.runtime import bf16_is_fast
 
-__all__ = ["EmbedOptions", "embed", "process_rank"]
+__all__ = ["EmbedOptions", "default_threads", "embed", "process_rank"]
 
 log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -52,6 +52,7 @@ class EmbedOptions:
         dtype: ``float32`` or ``float16`` storage. precision: ``auto`` (bf16 autocast where it is fast), ``fp32``
             or ``bf16``.
         workers: decoding processes per embedding process (default: the cores left, at most 8).
+        threads: CPU threads of the forward pass (``torch.set_num_threads``; default: left as they are).
         device: ``cpu``, ``cuda``, ``cuda:1``…; default: this process's GPU if there is one.
         max_bad: the fraction of unreadable files above which the run stops.
         overwrite: replace an output of another plan (only ever an output this project wrote).
@@ -66,25 +67,38 @@ class EmbedOptions:
     dtype: str = "float32"
     precision: str = "auto"
     workers: int | None = None
+    threads: int | None = None
     device: str | None = None
     max_bad: float = 0.05
     overwrite: bool = False
     progress: bool | None = None
 
     def __post_init__(self):
-        _check(isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65536,
-               f"batch_size must be 1..65536, got {self.batch_size!r}")  # fmt: skip
-        _check(isinstance(self.shard_size, int) and 1 <= self.shard_size <= 10**7,
-               f"shard_size must be 1..10^7 files, got {self.shard_size!r}")  # fmt: skip
+        _check(
+            isinstance(self.batch_size, int) and 1 <= self.batch_size <= 65536,
+            f"batch_size must be 1..65536, got {self.batch_size!r}",
+        )
+        _check(
+            isinstance(self.shard_size, int) and 1 <= self.shard_size <= 10**7,
+            f"shard_size must be 1..10^7 files, got {self.shard_size!r}",
+        )
         _check(self.dtype in DTYPES, f"dtype must be float32 or float16, got {self.dtype!r}")
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
         )
-        _check(self.workers is None or (isinstance(self.workers, int) and 0 <= self.workers <= 64),
-               f"workers must be 0..64, got {self.workers!r}")  # fmt: skip
-        _check(isinstance(self.max_bad, int | float) and math.isfinite(self.max_bad) and 0 <= self.max_bad <= 1,
-               f"max_bad must be a fraction in [0, 1], got {self.max_bad!r}")  # fmt: skip
+        _check(
+            self.workers is None or (isinstance(self.workers, int) and 0 <= self.workers <= 64),
+            f"workers must be 0..64, got {self.workers!r}",
+        )
+        _check(
+            self.threads is None or (isinstance(self.threads, int) and 1 <= self.threads <= 1024),
+            f"threads must be 1..1024, got {self.threads!r}",
+        )
+        _check(
+            isinstance(self.max_bad, int | float) and math.isfinite(self.max_bad) and 0 <= self.max_bad <= 1,
+            f"max_bad must be a fraction in [0, 1], got {self.max_bad!r}",
+        )
         _check(isinstance(self.dataset_options, dict), "dataset_options must be a mapping")
 
 
@@ -113,6 +127,11 @@ def _device(requested: str | None) -> torch.device:
     if torch.cuda.is_available() and not use_cpu:
         return torch.device("cuda", _env_int("LOCAL_RANK", 0) % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def default_threads() -> int:
+    """CPU threads per process as pre-training uses them: the cores divided among this machine's processes."""
+    return max(1, (os.cpu_count() or 1) // max(1, _env_int("LOCAL_WORLD_SIZE", 1)))
 
 
 def _workers(requested: int | None) -> int:
@@ -149,7 +168,7 @@ def _about(encoder: Encoder, plan: Plan, options: EmbedOptions) -> dict:
             "dataset": ds.spec.name,
             "options": dict(options.dataset_options),
             "label_names": list(ds.class_names) if plan.labelled else [],
-        },  # fmt: skip
+        },
     }
 
 
@@ -157,18 +176,14 @@ def _embed_own(encoder: Encoder, plan: Plan, out: Path, meta: dict, settings: Lo
     """Embed this process's missing shards; stop once more files were unreadable than ``max_bad`` allows."""
     rank, world = process_rank()
     done = complete_shards(out, meta)
-    mine = [
-        s
-        for s in shards_of(plan.count, options.shard_size)
-        if s.index % world == rank and s.index not in done
-    ]
-    log.info("%d of %d shards complete; this process embeds %d", len(done), -(-plan.count // options.shard_size),
-             len(mine))  # fmt: skip
+    every = shards_of(plan.count, options.shard_size)
+    mine = [s for s in every if s.index % world == rank and s.index not in done]
+    log.info("%d of %d shards complete; this process embeds %d", len(done), len(every), len(mine))
     bad = sum(len(h.skipped) for k, h in done.items() if k % world == rank)
     model = encoder.module.to(settings.device).to(memory_format=torch.channels_last).eval()
     for header in embed_shards(model, plan, encoder.data_config, mine, out, settings):
         bad += len(header.skipped)
-        if bad > options.max_bad * plan.count:
+        if bad > options.max_bad * plan.count:  # already more than the whole archive may have: stop now
             report_skipped(
                 out, meta, complete_shards(out, meta), options.max_bad
             )  # raises, naming the report
@@ -193,13 +208,23 @@ def embed(model: str | Path, data: str | Path, out: str | Path, **options) -> Em
     device = _device(opts.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # pinned batches and the shard buffer on this process's GPU
+    elif opts.threads:
+        torch.set_num_threads(opts.threads)
     bf16 = opts.precision == "bf16" or (opts.precision == "auto" and bf16_is_fast(device.type))
     key = _key(encoder, plan, "bf16" if bf16 else "fp32", opts)
     meta = claim(folder, key, plan, _about(encoder, plan, opts), opts.overwrite)
     if not meta["complete"]:
         label = f" (process {rank + 1} of {world})" if world > 1 else ""
-        settings = LoopSettings(meta["plan"], device, bf16, opts.batch_size, _workers(opts.workers),
-                                DTYPES[opts.dtype], opts.progress, label)  # fmt: skip
+        settings = LoopSettings(
+            meta["plan"],
+            device,
+            bf16,
+            opts.batch_size,
+            _workers(opts.workers),
+            DTYPES[opts.dtype],
+            opts.progress,
+            label,
+        )
         _embed_own(encoder, plan, folder, meta, settings, opts)
     final = finish(folder, meta["plan"], opts.max_bad)
     if final is None:

@@ -19,9 +19,7 @@ from zoo.hub_format import WEIGHTS_FILE
 from zoo.load import load
 from zoo.run_dir import ENCODER_FILE, is_run, read_run
 
-__all__ = ["DATA_CONFIG_KEYS", "Encoder", "load_encoder", "pooling_of"]
-
-DATA_CONFIG_KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std")
+__all__ = ["Encoder", "load_encoder", "model_identity", "pooling_of"]
 
 
 @dataclass
@@ -84,13 +82,17 @@ def _commit(folder: Path) -> str | None:
     return folder.name if folder.parent.name == "snapshots" and len(folder.name) == 40 else None
 
 
+def model_identity(module: torch.nn.Module) -> dict:
+    """The identity of a model :func:`zoo.load` returned (architecture, Hub commit, weights' sha256, pooling,
+    width), to compare with an output's (:meth:`zoo.embeddings.Embeddings.check_model`)."""
+    folder = Path(module.source)
+    architecture = str(module.pretrained_cfg.get("architecture") or type(module).__name__)
+    return _identity(module, architecture, folder / WEIGHTS_FILE, _commit(folder))
+
+
 def load_encoder(model: str | Path, revision: str | None = None) -> Encoder:
     """The encoder ``model`` names: anything :func:`zoo.load` takes, or a finished run directory."""
     if is_run(Path(model)):
         return _from_run(Path(model))
     module = load(model, revision=revision, features_only=True)
-    folder = Path(module.source)
-    cfg = dict(module.pretrained_cfg)
-    architecture = str(cfg.get("architecture") or type(module).__name__)
-    identity = _identity(module, architecture, folder / WEIGHTS_FILE, _commit(folder))
-    return Encoder(module, str(model), _data_config(cfg), identity)
+    return Encoder(module, str(model), _data_config(dict(module.pretrained_cfg)), model_identity(module))

@@ -24,6 +24,7 @@ Nothing else in the project spells these names.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -62,6 +63,7 @@ __all__ = [
     "ShardHeader",
     "foreign_entries",
     "is_output_name",
+    "plan_id",
     "read_csv",
     "read_meta",
     "read_rows",
@@ -127,7 +129,7 @@ def read_meta(folder: Path) -> dict | None:
     path = folder / META_FILE
     if not os.path.lexists(path):
         return None
-    meta = read_json(path, MAX_META_BYTES, "embedding metadata")
+    meta = read_json(path, MAX_META_BYTES, "metadata file")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not the metadata of an embedding output ({FORMAT})")
     version = meta.get("version")
@@ -135,9 +137,15 @@ def read_meta(folder: Path) -> dict | None:
         raise ValueError(
             f"{path} is format version {version!r}; this medssl-zoo reads up to {VERSION}: upgrade it"
         )
-    if not isinstance(meta.get("plan"), str) or not isinstance(meta.get("key"), dict):
-        raise ValueError(f"{path} has no plan; it is damaged: embed again with --overwrite")
+    key, complete = meta.get("key"), meta.get("complete")
+    if not isinstance(key, dict) or meta.get("plan") != plan_id(key) or not isinstance(complete, bool):
+        raise ValueError(f"{path} does not match its own plan; it is damaged: embed again with --overwrite")
     return meta
+
+
+def plan_id(key: dict) -> str:
+    """The sha256 of an output's key (canonical JSON): the plan every shard and ``meta.json`` name."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 def write_meta(folder: Path, meta: dict) -> None:
@@ -198,14 +206,27 @@ class ShardHeader:
         return self.width * np.dtype(self.dtype).itemsize
 
 
-def write_shard(path: Path, embeddings: torch.Tensor, plan: str, shard: int, first_file: int, files: int,
-                skipped: list[tuple[int, str]]) -> None:  # fmt: skip
+def write_shard(
+    path: Path,
+    embeddings: torch.Tensor,
+    plan: str,
+    shard: int,
+    first_file: int,
+    files: int,
+    skipped: list[tuple[int, str]],
+) -> None:
     """Shard ``shard`` (rows x width) with its header, written whole through a temporary file and a rename.
 
     The header's own fields are one JSON value under one metadata key: safetensors writes several keys in a
     different order in every process, and a shard's bytes must not depend on which process wrote it."""
-    fields = {"version": VERSION, "plan": plan, "shard": shard, "first_file": first_file, "files": files,
-              "skipped": [[p, r[:MAX_REASON_CHARS]] for p, r in skipped]}  # fmt: skip
+    fields = {
+        "version": VERSION,
+        "plan": plan,
+        "shard": shard,
+        "first_file": first_file,
+        "files": files,
+        "skipped": [[p, r[:MAX_REASON_CHARS]] for p, r in skipped],
+    }
     save_safetensors({TENSOR: embeddings}, path, metadata={FORMAT: json.dumps(fields, sort_keys=True)})
 
 
@@ -276,17 +297,29 @@ def read_shard_header(path: Path) -> ShardHeader:
         raise ValueError(f"{path}: {TENSOR} is {dtype} {rows} x {width}, not what its header declares")
     if end != rows * width * DTYPES[dtype].itemsize or data_start + end != size:
         raise ValueError(f"{path} is truncated or padded: {size} bytes for {rows} x {width} {name}")
-    return ShardHeader(str(fields.get("plan", "")), _header_field(fields, "shard", path),
-                       _header_field(fields, "first_file", path), files, skipped, rows, width, name,
-                       data_start)  # fmt: skip
+    return ShardHeader(
+        str(fields.get("plan", "")),
+        _header_field(fields, "shard", path),
+        _header_field(fields, "first_file", path),
+        files,
+        skipped,
+        rows,
+        width,
+        name,
+        data_start,
+    )
 
 
-def read_rows(path: Path, header: ShardHeader, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Rows ``start:stop`` of a shard as a (stop - start) x width array of its dtype, read (not mapped)."""
+def read_rows(
+    path: Path, header: ShardHeader, start: int = 0, stop: int | None = None, buffer: np.ndarray | None = None
+) -> np.ndarray:
+    """Rows ``start:stop`` of a shard as a (stop - start) x width array of its dtype, read (not mapped) — into
+    the front of ``buffer`` when one is given (a flat array of that dtype, large enough: reused, no new pages)."""
     stop = header.rows if stop is None else min(stop, header.rows)
     if not 0 <= start <= stop:
         raise ValueError(f"rows {start}:{stop} are outside {path.name} ({header.rows} rows)")
-    out = np.empty((stop - start, header.width), dtype=DTYPES[NAMES[header.dtype]])
+    shape, dtype = (stop - start, header.width), DTYPES[NAMES[header.dtype]]
+    out = np.empty(shape, dtype) if buffer is None else buffer[: shape[0] * shape[1]].reshape(shape)
     with open_regular(path, "embedding shard") as f:
         f.seek(header.data_offset + start * header.row_bytes)
         if f.readinto(memoryview(out).cast("B")) != out.nbytes:

@@ -175,8 +175,14 @@ def _eta(done: int, total: int, started: float) -> str:
     return f"{rate:.1f} images/s, ETA {eta}"
 
 
-def embed_shards(model: torch.nn.Module, plan: Plan, data_config: dict, shards: list[Shard], out: Path,
-                 settings: LoopSettings) -> Iterator[ShardHeader]:  # fmt: skip
+def embed_shards(
+    model: torch.nn.Module,
+    plan: Plan,
+    data_config: dict,
+    shards: list[Shard],
+    out: Path,
+    settings: LoopSettings,
+) -> Iterator[ShardHeader]:
     """Embed ``shards`` (in order) and write each whole; yields each shard's header once it is written."""
     if not shards:
         return
@@ -194,8 +200,13 @@ def embed_shards(model: torch.nn.Module, plan: Plan, data_config: dict, shards: 
             bar.update(len(positions))
             if buffer.complete:
                 header = buffer.write(out, settings)
-                log.info("%s written (%d images, %d skipped): %s", shard_name(header.shard), header.rows,
-                         len(header.skipped), _eta(done, total, started))  # fmt: skip
+                log.info(
+                    "%s written (%d images, %d skipped): %s",
+                    shard_name(header.shard),
+                    header.rows,
+                    len(header.skipped),
+                    _eta(done, total, started),
+                )
                 yield header
                 shard = next(pending, None)
                 buffer = shard and _ShardBuffer(shard, buffer.rows.shape[1], settings.device)

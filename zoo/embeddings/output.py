@@ -28,6 +28,7 @@ from zoo.embeddings.format import (
     VERSION,
     ShardHeader,
     foreign_entries,
+    plan_id,
     read_csv,
     read_meta,
     read_shard_header,
@@ -36,7 +37,7 @@ from zoo.embeddings.format import (
     write_csv,
     write_meta,
 )
-from zoo.embeddings.plan import Plan, describe_changes, key_differences, plan_id
+from zoo.embeddings.plan import Plan, describe_changes, key_differences
 from zoo.files import atomic_write_text, file_lock, is_temporary, remove_stale_temporaries, sha256_file
 
 __all__ = [
@@ -114,8 +115,15 @@ def _start(out: Path, key: dict, plan: Plan, about: dict) -> dict:
     ``files.csv``, and the old plan's index and report removed."""
     from zoo import __version__  # here: zoo/__init__ imports this module before it defines it
 
-    meta = {"format": FORMAT, "version": VERSION, "complete": False, "plan": plan_id(key), "key": key,
-            **about, "library": f"medssl-zoo {__version__}"}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "complete": False,
+        "plan": plan_id(key),
+        "key": key,
+        **about,
+        "library": f"medssl-zoo {__version__}",
+    }
     write_meta(out, meta)
     atomic_write_text(out / FILES_FILE, plan.files_text)
     for name in (INDEX_FILE, SKIPPED_FILE):
@@ -233,8 +241,16 @@ def _shard_entries(out: Path, headers: dict[int, ShardHeader]) -> list[dict]:
     for k in sorted(headers):
         h = headers[k]
         digest = sha256_file(out / shard_name(k))
-        entries.append({"file": shard_name(k), "first_file": h.first_file, "files": h.files,
-                        "first_row": first_row, "rows": h.rows, "sha256": digest})  # fmt: skip
+        entries.append(
+            {
+                "file": shard_name(k),
+                "first_file": h.first_file,
+                "files": h.files,
+                "first_row": first_row,
+                "rows": h.rows,
+                "sha256": digest,
+            }
+        )
         first_row += h.rows
     return entries
 
@@ -258,7 +274,13 @@ def finish(out: Path, plan: str, max_bad: float) -> dict | None:
         write_csv(out / INDEX_FILE, INDEX_FIELDS, _index_rows(out, meta, headers))
         shards = _shard_entries(out, headers)
         first = next(iter(headers.values()))
-        meta.update(complete=True, rows=sum(h.rows for h in headers.values()), skipped=skipped,
-                    width=first.width, dtype=first.dtype, shards=shards)  # fmt: skip
+        meta.update(
+            complete=True,
+            rows=sum(h.rows for h in headers.values()),
+            skipped=skipped,
+            width=first.width,
+            dtype=first.dtype,
+            shards=shards,
+        )
         write_meta(out, meta)
         return meta

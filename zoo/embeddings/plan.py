@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 from zoo.data import MedicalDataset, get_dataset_spec, load_dataset
 from zoo.embeddings.format import FILE_FIELDS, FILES_FILE, read_csv
 
-__all__ = ["Plan", "describe_changes", "key_differences", "plan_id", "scan"]
+__all__ = ["Plan", "describe_changes", "key_differences", "scan"]
 
 SHOWN = 5  # changed files named per kind of change
 
@@ -117,11 +115,6 @@ def scan(
     return Plan(root, ds, rows, labelled)
 
 
-def plan_id(key: dict) -> str:
-    """The sha256 of a key (canonical JSON)."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
 def _flat(value, prefix: str = "") -> dict[str, object]:
     if isinstance(value, dict):
         return {k: v for name, item in value.items() for k, v in _flat(item, f"{prefix}{name}.").items()}
@@ -152,6 +145,9 @@ def describe_changes(folder: Path, old_count: int, plan: Plan) -> str:
     added = [p for p in new if p not in old]
     removed = [p for p in old if p not in new]
     changed = [p for p in new if p in old and new[p] != old[p]]
-    parts = [f"{len(v)} {k} ({_shown(v)})" for k, v in (("added", added), ("removed", removed),
-                                                         ("modified or relabelled", changed)) if v]  # fmt: skip
+    parts = [
+        f"{len(v)} {k} ({_shown(v)})"
+        for k, v in (("added", added), ("removed", removed), ("modified or relabelled", changed))
+        if v
+    ]
     return "; ".join(parts) or "the same paths with other contents"

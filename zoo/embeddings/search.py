@@ -68,8 +68,7 @@ def search(
     per_chunk = chunk_rows(emb.width, budget_bytes, extra_per_row=4 * len(q))
     for first, chunk in emb.chunks(per_chunk):
         x = torch.from_numpy(chunk)  # C x D float32
-        x /= x.norm(dim=1, keepdim=True).clamp_min(EPS)
-        scores = q @ x.T  # Q x C
+        scores = (q @ x.T) / x.norm(dim=1).clamp_min(EPS)  # Q x C cosine similarities
         top, at = scores.topk(min(k, len(x)), dim=1)
         best, picked = torch.cat([best, top], dim=1).topk(k, dim=1)
         rows = torch.cat([rows, at + first], dim=1).gather(1, picked)

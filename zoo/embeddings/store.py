@@ -9,6 +9,7 @@ is asked for. :meth:`Embeddings.verify` also checks every shard's sha256 and the
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from zoo.embeddings.format import (
+    DTYPES,
     INDEX_FIELDS,
     INDEX_FILE,
+    NAMES,
     ShardHeader,
     read_csv,
     read_meta,
@@ -56,6 +59,10 @@ def _shards(folder: Path, meta: dict) -> list[_Shard]:
             path = folder / Path(name).name  # a name inside the folder, never a path elsewhere
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{folder}/meta.json: a malformed shard entry ({e})") from e
+        if not os.path.lexists(path):
+            raise ValueError(
+                f"{folder}/meta.json lists {path.name}, which is not there: the output is damaged"
+            )
         header = read_shard_header(path)
         if header.plan != meta["plan"] or header.rows != rows or declared != first_row:
             raise ValueError(
@@ -118,13 +125,18 @@ class Embeddings:
         return dict(self.meta["key"]["preprocessing"])
 
     def chunks(self, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float32 array of at most ``rows`` x width) over all rows in order: memory of one chunk."""
+        """(first row, float32 array of at most ``rows`` x width) over all rows in order: memory of one chunk.
+        The array is a view of a buffer reused for the next chunk: copy it to keep it."""
+        raw = np.empty(rows * self.width, dtype=DTYPES[NAMES[self.dtype]])
+        as_float = raw if raw.dtype == np.float32 else np.empty(rows * self.width, dtype=np.float32)
         for shard in self.shards:
             for start, stop in rows_in_chunks(shard.header.rows, rows):
-                yield (
-                    shard.first_row + start,
-                    read_rows(shard.path, shard.header, start, stop).astype(np.float32),
-                )
+                part = read_rows(shard.path, shard.header, start, stop, raw)
+                if as_float is not raw:  # float16 storage: converted into the float32 buffer
+                    converted = as_float[: part.size].reshape(part.shape)
+                    np.copyto(converted, part)
+                    part = converted
+                yield shard.first_row + start, part
 
     def to_numpy(self) -> np.ndarray:
         """Every row as one N x width array of the stored dtype (the whole archive in memory)."""
@@ -156,8 +168,11 @@ class Embeddings:
         model these embeddings were made with: weights, revision, pooling or width."""
         ours = self.model
         keys = ("weights_sha256", "revision", "pooling", "width")
-        different = [f"{k} {ours.get(k)!r} here, {identity.get(k)!r} for {name}"
-                     for k in keys if ours.get(k) != identity.get(k)]  # fmt: skip
+        different = [
+            f"{k} {ours.get(k)!r} here, {identity.get(k)!r} for {name}"
+            for k in keys
+            if ours.get(k) != identity.get(k)
+        ]
         if different:
             raise ModelMismatchError(
                 f"{self.folder} was embedded with {self.model_name or 'another model'}, not {name}: "
