@@ -13,6 +13,7 @@ memory against the archive's size, and search latency. Every measurement runs in
   where it is fast).
 - memory: peak RSS of ``zoo.embed`` (the process, and the largest decoding worker) on archives of small PNGs.
 - search: ``zoo.search`` over N x D random vectors (float32 shards), warm page cache, median of 5.
+- hostile: each hostile input of the fault tests, refused (or read) in a fresh process: time, peak RSS.
 """
 
 from __future__ import annotations
@@ -224,11 +225,30 @@ def make_search_output(folder: str, rows: int, width: int) -> dict:
     return {}
 
 
+def measure_refusal(action: str, target: str, model: str = "", data: str = "") -> dict:
+    """One hostile case in a fresh process: the time and the peak RSS above the imports until it is refused (or
+    done, for the data folder with links)."""
+    import zoo
+
+    imports = _peak_mib(resource.RUSAGE_SELF)
+    start, outcome = time.perf_counter(), "done"
+    try:
+        if action == "search":
+            zoo.search(target, [1.0, 0.0, 0.0, 0.0])
+        else:
+            zoo.embed(model, data, target, overwrite=True, workers=0, progress=False, max_bad=0.5)
+    except ValueError as e:
+        outcome = f"refused: {str(e).replace(target, 'DIR')[:110]}"
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "growth_mib": _peak_mib(resource.RUSAGE_SELF) - imports, "outcome": outcome}
+
+
 CHILDREN = {
     "embed": measure_embed,
     "plain": measure_plain,
     "search": measure_search,
     "search-output": make_search_output,
+    "refusal": measure_refusal,
 }
 
 
@@ -321,6 +341,42 @@ def search(tmp: Path, rows: int, width: int) -> list[str]:
     return table
 
 
+def hostile(tmp: Path) -> list[str]:
+    """Each hostile input of tests/faults/test_embed_faults.py, refused (or read) in a fresh process."""
+    import os
+
+    from tests.helpers.embeddings import hostile_outputs, image_folder
+
+    cases = [(name, "search", str(folder), {}) for name, folder in hostile_outputs(tmp / "outputs").items()]
+    model = str(model_folder(tmp / "tiny", "test_resnet", 32))
+    data = image_folder(tmp / "data", 8)
+    (tmp / "fifo-out").mkdir()
+    os.mkfifo(tmp / "fifo-out" / "meta.json")
+    cases.append(("meta.json is a FIFO", "embed", str(tmp / "fifo-out"), {}))
+    (tmp / "stranger").mkdir()
+    (tmp / "stranger" / "index.csv").write_text("theirs\n")
+    cases.append(("a folder that is not ours, --overwrite", "embed", str(tmp / "stranger"), {}))
+    links = image_folder(tmp / "links", 8)
+    (links / "loop").symlink_to(links, target_is_directory=True)
+    (links / "zero.png").symlink_to("/dev/zero")
+    (links / "passwd.png").symlink_to("/etc/passwd")
+    (links / "outside").symlink_to(data, target_is_directory=True)
+    cases.append(
+        (
+            "data: links to its root, /dev/zero, /etc/passwd, a folder outside",
+            "embed",
+            str(tmp / "o"),
+            {"data": str(links)},
+        )
+    )
+    rows = ["| hostile input | outcome | time | peak RSS above the imports |", "|---|---|---|---|"]
+    for name, action, target, extra in cases:
+        r = child("refusal", action=action, target=target, model=model, data=extra.get("data", str(data)))
+        rows.append(f"| {name} | {r['outcome']} | {r['seconds']:.2f} s | {r['growth_mib']:.1f} MiB |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--child"]:
         print("RESULT " + json.dumps(CHILDREN[sys.argv[2]](**json.loads(sys.argv[3]))), flush=True)
@@ -328,7 +384,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["speed", "memory", "search"])
+    parser.add_argument("--only", choices=["speed", "memory", "search", "hostile"])
     parser.add_argument(
         "--images", type=int, default=512, help="700x460 PNGs for test_resnet (default: %(default)s)"
     )
@@ -350,6 +406,8 @@ def main() -> int:
             tables.append(memory(Path(tmp), [int(n) for n in args.sizes.split(",")], args.threads))
         if args.only in (None, "search"):
             tables.append(search(Path(tmp), args.rows, args.width))
+        if args.only in (None, "hostile"):
+            tables.append(hostile(Path(tmp)))
     print(f"\n{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("\n\n".join("\n".join(t) for t in tables))
     return 0

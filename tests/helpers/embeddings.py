@@ -50,3 +50,51 @@ def image_folder(root: Path, count: int, seed: int = 0, size=(40, 30), depth: in
         shape = (h, w) if i % 4 == 0 else (h, w, 3)
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"img{i:05d}.png")
     return root
+
+
+def hostile_outputs(root: Path) -> dict[str, Path]:
+    """Embedding outputs as a stranger could hand them over (to search them, or as the demo's --similar DIR)."""
+    import json
+
+    from zoo.embeddings.format import plan_id
+
+    key = {"model": {"width": 4}, "dtype": "float32"}
+    meta = {
+        "format": "medssl-zoo-embeddings",
+        "version": 1,
+        "complete": True,
+        "plan": plan_id(key),
+        "key": key,
+    }
+    cases = {}
+
+    def case(name: str, shard: bytes | None, **changes) -> None:
+        folder = root / name
+        folder.mkdir(parents=True)
+        shards = [
+            {"file": changes.pop("file", "embeddings-00000.safetensors"), "first_row": 0, "rows": 1 << 40}
+        ]
+        (folder / "meta.json").write_text(json.dumps({**meta, "shards": shards, **changes}))
+        if shard is not None:
+            (folder / "embeddings-00000.safetensors").write_bytes(shard)
+        cases[name] = folder
+
+    header = json.dumps(
+        {
+            "__metadata__": {
+                "medssl-zoo-embeddings": json.dumps(
+                    {"plan": plan_id(key), "shard": 0, "first_file": 0, "files": 1 << 40, "skipped": []}
+                )
+            },
+            "embeddings": {"dtype": "F32", "shape": [1 << 40, 4], "data_offsets": [0, 16 << 40]},
+        }
+    )
+    case("2^40 rows declared in 200 bytes", len(header).to_bytes(8, "little") + header.encode())
+    case("a 2^60-byte header claim", (1 << 60).to_bytes(8, "little") + b"{}")
+    case("a shard path outside the folder", None, file="../../../../etc/passwd")
+    case("a plan that is not its key's", None, plan="0" * 64)
+    big = root / "a 20 MB meta.json"
+    big.mkdir()
+    (big / "meta.json").write_text(json.dumps({**meta, "padding": "x" * 20_000_000}))
+    cases[big.name] = big
+    return cases
