@@ -60,4 +60,7 @@ def test_the_demo_without_its_extra_is_one_line():
     code = BLOCK_EXTRAS + "import medssl_zoo.demo as demo\nraise SystemExit(demo.main(['--help']))\n"
     proc = run_python(code, ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip() == "error: the demo needs gradio, which is not installed: pip install 'medssl-zoo[demo]'"
+    assert (
+        proc.stderr.strip()
+        == "error: the demo needs gradio, which is not installed: pip install 'medssl-zoo[demo]'"
+    )
