@@ -7,6 +7,8 @@
 (In a checkout, `python demo/app.py` is the same program.)
 
 API (gradio_client): ``Client(url).predict(handle_file(path), model, "", True, 3, api_name="/classify")``.
+With ``--similar DIR`` (an embedding output made with the model, ``medssl-embed``) the page and the endpoint also
+give the upload's most similar archive images, with their labels and similarity (a fifth output).
 
 The server is open to strangers, so it is bounded: at most ``--max-models`` models are held in memory (the least
 recently used is released first), Hub ids typed by visitors are only loaded with ``--allow-hub-ids``, each upload
@@ -38,6 +40,7 @@ from PIL import Image
 
 import zoo
 from medssl_zoo.demo.saliency import grad_cam, overlay
+from medssl_zoo.demo.similar import SimilarCases
 from medssl_zoo.demo.uploads import UploadError, read_once
 from zoo.hub_format import zoo_home
 from zoo.optional import require
@@ -48,6 +51,7 @@ gr = require("gradio", "the demo")  # an extra: pip install 'medssl-zoo[demo]'
 __all__ = [
     "build_demo",
     "classify",
+    "classify_with_similar",
     "preprocess",
     "get_model",
     "default_model",
@@ -61,7 +65,8 @@ FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"
 MAX_UPLOAD = "200mb"
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 60, 600  # Gradio's delete_cache: every minute, what is older than 10 minutes
 MAX_NAME_SHOWN = 80  # characters of a typed model name repeated in a message
-SETTINGS = {"max_models": 4, "allow_hub_ids": False}  # set by main from --max-models / --allow-hub-ids
+# set by main from --max-models / --allow-hub-ids / --similar (a SimilarCases)
+SETTINGS = {"max_models": 4, "allow_hub_ids": False, "similar": None}
 _MODELS: OrderedDict[str, torch.nn.Module] = OrderedDict()  # least recently used first
 _LOADING: dict[str, threading.Lock] = {}  # one lock per name being loaded, dropped when its load ends
 _LOCK = threading.Lock()  # guards the two dicts only, never held while a model loads
@@ -198,10 +203,8 @@ def _visitor_model(name: str) -> torch.nn.Module:
     raise gr.Error(f"Cannot load model {_shown(name)}: {reason}; the server's log has the details.")
 
 
-def classify(
-    file, choice: str, custom: str, saliency: bool = True, top_k: int = 3, request: gr.Request = None
-):
-    """The one API endpoint: (file, model name, custom name/repo id, saliency?, top-k) → label, overlay, 2 texts."""
+def _classify(file, choice: str, custom: str, saliency: bool, top_k: int, request) -> tuple:
+    """(label, overlay, preprocessing, card) of an upload, and the model and image they came from."""
     name = (custom or "").strip() or choice
     if not name:
         raise gr.Error("Pick a model, or type a model name. Train one with `medssl-pretrain`.")
@@ -220,7 +223,29 @@ def classify(
     labels = model.label_names or [f"class {i}" for i in range(len(probabilities))]
     result = {labels[i]: float(probabilities[i]) for i in probabilities.topk(k).indices.tolist()}
     heat = overlay(shown, grad_cam(model, x, int(probabilities.argmax()))) if saliency else None
-    return result, heat, _describe(model, image, original_mode), model_card(model, name)
+    return (result, heat, _describe(model, image, original_mode), model_card(model, name)), model, image
+
+
+def classify(
+    file, choice: str, custom: str, saliency: bool = True, top_k: int = 3, request: gr.Request = None
+):
+    """The one API endpoint: (file, model name, custom name/repo id, saliency?, top-k) → label, overlay, 2 texts."""
+    return _classify(file, choice, custom, saliency, top_k, request)[0]
+
+
+def classify_with_similar(
+    file, choice: str, custom: str, saliency: bool = True, top_k: int = 3, request: gr.Request = None
+):
+    """The endpoint with ``--similar``: :func:`classify`'s outputs and the similar cases (thumbnail, caption)
+    — none, with a notice, for a model that did not make the archive's embeddings."""
+    outputs, model, image = _classify(file, choice, custom, saliency, top_k, request)
+    similar: SimilarCases = SETTINGS["similar"]
+    if not similar.matches(model):
+        gr.Warning(
+            f"Similar cases come from embeddings made with {_shown(similar.model_name)}; pick that model."
+        )
+        return (*outputs, [])
+    return (*outputs, similar.gallery(model, image))
 
 
 def example_files() -> list[str]:
@@ -287,14 +312,23 @@ def build_demo(model: str | None = None) -> gr.Blocks:
                 heat = gr.Image(label="Where the model looks", type="pil")
                 info = gr.Markdown(label="Preprocessing")
                 card = gr.Markdown(label="Model card")
+        outputs, endpoint = [label, heat, info, card], classify
+        if SETTINGS.get("similar") is not None:
+            similar = gr.Gallery(label="Similar cases", columns=6, height="auto", elem_id="similar-cases")
+            outputs, endpoint = [*outputs, similar], classify_with_similar
         gr.Examples(example_files(), inputs=[upload], label="Examples")
-        run.click(
-            classify,
-            [upload, picker, custom, saliency, top_k],
-            [label, heat, info, card],
-            api_name="classify",
-        )
+        run.click(endpoint, [upload, picker, custom, saliency, top_k], outputs, api_name="classify")
     return demo
+
+
+def _similar_cases(folder: str, k: int, model_name: str | None) -> SimilarCases:
+    """The operator's ``--similar`` output, checked against the model the page shows first: embeddings of
+    another model would show unrelated cases, so that is a refusal naming what differs."""
+    if model_name is None:
+        raise ValueError("give --model: similar cases need the model the embeddings were made with")
+    similar = SimilarCases(folder, k)
+    similar.check(get_model(model_name), model_name)
+    return similar
 
 
 def _positive(text: str) -> int:
@@ -330,6 +364,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(off by default: only the listed models)",
     )
     parser.add_argument(
+        "--similar",
+        metavar="DIR",
+        help="an embedding output made with the model (medssl-embed MODEL ARCHIVE --out DIR): each upload also "
+        "shows its most similar archive images, with their labels and similarity",
+    )
+    parser.add_argument(
+        "--similar-k", type=_positive, default=6, help="similar cases shown (default: %(default)s)"
+    )
+    parser.add_argument(
         "--share", action="store_true", help="create a public gradio.live link (off by default)"
     )
     return parser.parse_args(argv)
@@ -346,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
             get_model(shown)  # fail fast, before the server starts, with one line
         except (LookupError, ValueError, OSError, RuntimeError) as e:
             log.error("cannot start the demo: --model %s cannot be loaded: %s", args.model, e)
+            return 2
+    if args.similar:
+        try:
+            SETTINGS["similar"] = _similar_cases(args.similar, args.similar_k, shown or default_model())
+        except (LookupError, ValueError, OSError) as e:
+            log.error("cannot start the demo: --similar %s: %s", args.similar, e)
             return 2
     demo = build_demo(shown)
     demo.queue(default_concurrency_limit=2, max_size=256)

@@ -4,8 +4,9 @@ The library layer: backbones, heads, losses, methods, data, probes, the hub form
 ``train``, ``hub`` or ``demo``.
 """
 
-from zoo import data, losses, registry
+from zoo import data, embeddings, losses, registry
 from zoo.backbones import create_backbone
+from zoo.embeddings import embed, search
 from zoo.load import ModelNotAvailableError, load, model_info, resolve
 from zoo.methods import SSLModel, create_method, list_methods
 from zoo.registry import list_models, register
@@ -19,6 +20,8 @@ __all__ = [
     "create_backbone",
     "create_method",
     "data",
+    "embed",
+    "embeddings",
     "list_methods",
     "list_models",
     "load",
@@ -27,4 +30,5 @@ __all__ = [
     "register",
     "registry",
     "resolve",
+    "search",
 ]

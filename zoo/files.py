@@ -25,7 +25,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import torch
 
@@ -35,6 +35,7 @@ __all__ = [
     "atomic_file",
     "atomic_folder",
     "atomic_savefig",
+    "atomic_text_file",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -126,7 +127,7 @@ def remove_stale_temporaries(folder: str | Path, stem: str = "") -> list[Path]:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path, binary: bool, readable: bool = False) -> Iterator:
+def _exclusive(path: Path, binary: bool, readable: bool = False, newline: str | None = None) -> Iterator:
     """A new temporary sibling of ``path`` open for writing (and reading); renamed over ``path`` when the block
     succeeds, removed when it fails."""
     tmp = temporary_path(path)
@@ -134,7 +135,7 @@ def _exclusive(path: Path, binary: bool, readable: bool = False) -> Iterator:
     mode = ("r+b" if readable else "wb") if binary else "w"
     fd = os.open(tmp, flags, umask_mode() | 0o600)
     try:
-        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, **({} if binary else {"encoding": "utf-8", "newline": newline})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -155,6 +156,13 @@ def atomic_file(path: str | Path) -> contextlib.AbstractContextManager[BinaryIO]
     place), created exclusively like every temporary file; renamed over ``path`` when the block succeeds, removed
     when it fails (close any memory map of it inside the block)."""
     return _exclusive(Path(path), binary=True, readable=True)
+
+
+def atomic_text_file(path: str | Path) -> contextlib.AbstractContextManager[TextIO]:
+    """A new temporary sibling of ``path`` open for writing UTF-8 text line by line (``newline=""``, as the
+    ``csv`` module wants), renamed over ``path`` when the block succeeds, removed when it fails: for files too
+    large to build in memory first (an index of 10^6 rows)."""
+    return _exclusive(Path(path), binary=False, newline="")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
