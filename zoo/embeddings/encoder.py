@@ -73,7 +73,7 @@ def _from_run(path: Path) -> Encoder:
     if not run.finished or not data_config:
         raise ValueError(f"{path} is a run that has not finished; embed with its export or let it finish")
     module = run.load_encoder().eval()
-    identity = _identity(module, run.config["backbone"], path / ENCODER_FILE, None)
+    identity = _identity(module, run.config.backbone, path / ENCODER_FILE, None)
     return Encoder(module, path.name, _data_config(data_config), identity)
 
 
