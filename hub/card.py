@@ -113,7 +113,6 @@ Demo: `medssl-demo --model {hub_id}`.
 | method | {method} ({method_paper}) |
 | exported encoder | {zoo_meta.get("encoder", "the backbone")} |
 | initialisation | {_initialisation(zoo_meta)} |
-
 | backbone | {config["architecture"]}, {config["model_args"]["in_chans"]} input channel(s), {config["pretrained_cfg"]["input_size"][1]} px |
 | training | {zoo_meta.get("training", "")} |
 | seed | {zoo_meta.get("seed")} |

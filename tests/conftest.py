@@ -35,12 +35,6 @@ def fresh_accelerate_state():
     reset_accelerate_state()
 
 
-@pytest.fixture
-def rng():
-
-    return torch.Generator().manual_seed(0)
-
-
 def pytest_sessionfinish(session, exitstatus):
     for folder in SESSION_DIRS:  # the session's own temporary folders (made above)
         shutil.rmtree(folder, ignore_errors=True)
@@ -56,6 +50,23 @@ def olah(tmp_path_factory):
     _OLAH_PORT_RESERVATION.close()
     with start_olah(root, OLAH_PORT) as (_, mirrors):
         yield mirrors
+
+
+@pytest.fixture
+def hub_server(olah, monkeypatch):
+    """The Hub-compatible upload test server (tests/helpers/hub_server.py) in front of the olah mirror's git
+    repositories, with HF_TOKEN set for this test: what is pushed is then served by olah."""
+    from tests.helpers.hub_server import HUB_TOKEN, HubServer
+
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+    with HubServer(olah) as server:
+        yield server
+
+
+@pytest.fixture
+def tiny_run(tiny_export):
+    """The finished run directory behind ``tiny_export``."""
+    return tiny_export.parent / "run"
 
 
 @pytest.fixture(scope="session")

@@ -184,15 +184,6 @@ def test_another_model_dtype_or_shard_size_is_refused_by_name(model, tmp_path):
     assert snapshot(out) == before
 
 
-@pytest.fixture
-def hub_server(olah, monkeypatch):
-    from tests.helpers.hub_server import HubServer
-
-    monkeypatch.setenv("HF_TOKEN", "hf_testTOKEN_embed_0123456789")
-    with HubServer(olah) as server:
-        yield server
-
-
 def test_another_revision_of_a_hub_model_is_refused_by_name(tiny_export, hub_server, tmp_path):
     from medssl_zoo.hub.push import push
     from tests.hub.test_roundtrip import modified_copy

@@ -31,13 +31,6 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture
-def hub_server(olah, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "hf_hostile_publish_token_0123456789")
-    with HubServer(olah) as server:
-        yield server
-
-
-@pytest.fixture
 def secret(tmp_path):
     path = tmp_path / "secret.txt"
     path.write_bytes(SECRET)

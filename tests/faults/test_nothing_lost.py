@@ -19,11 +19,6 @@ from medssl_zoo.train.pretrain import main as pretrain_main
 from tests.train.tiny import args, metrics, step_losses
 
 
-@pytest.fixture
-def tiny_run(tiny_export):
-    return tiny_export.parent / "run"
-
-
 def tree(folder):
     return {
         p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()

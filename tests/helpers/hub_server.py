@@ -36,6 +36,9 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
+HUB_TOKEN = "hf_testTOKEN_do_not_write_0123456789"  # the token tests push with; it must never be written
+
+
 class HubHandler(BaseHTTPRequestHandler):
     server: HubServer
 

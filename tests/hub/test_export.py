@@ -23,11 +23,6 @@ from zoo.run_dir import SPLIT_FILE, read_run
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def tiny_run(tiny_export):
-    return tiny_export.parent / "run"
-
-
 def test_the_zoo_block_records_the_run(tiny_run, tiny_export):
     block = json.loads((tiny_export / "config.json").read_text())["zoo"]
     cfg = read_run(tiny_run).config
@@ -251,3 +246,33 @@ def test_a_foreign_folder_is_refused_naming_its_first_five_files(tmp_path):
         export_module.check_destination(many)
     with pytest.raises(export_module.ExportError, match=r"\(it holds a, b\); nothing was changed"):
         export_module.check_destination(two)
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table of ``text`` as rows of cells: a table is a run of consecutive lines starting with '|',
+    its second line the |---| separator (what a renderer such as the Hub's parses)."""
+    tables, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            tables.append(block)
+        i += 1
+    return tables
+
+
+def test_the_cards_tables_parse_as_tables(tiny_export):
+    """Every line of the card that looks like a table row belongs to a table with a header and a separator (a blank
+    line inside the Training table once turned its rows from "backbone" on into text)."""
+    card = (tiny_export / "README.md").read_text()
+    tables = markdown_tables(card)
+    assert len(tables) >= 2
+    for table in tables:
+        assert len(table) >= 3 and set("".join(table[1])) <= set("-: "), table[:2]  # header, separator, rows
+        assert all(len(row) == len(table[0]) for row in table), table
+    training = next(t for t in tables if any(row[0] == "method" for row in t))
+    assert [row[0] for row in training[2:]][:4] == ["method", "exported encoder", "initialisation", "backbone"]
+    assert {"seed", "paper mode", "split manifest sha256", "code version"} <= {row[0] for row in training}

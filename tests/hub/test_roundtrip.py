@@ -14,10 +14,9 @@ from safetensors.torch import load_file
 
 import zoo
 from medssl_zoo.hub.push import push
-from tests.helpers.hub_server import HubServer
+from tests.helpers.hub_server import HUB_TOKEN
 from zoo.hub_format import WEIGHTS_FILE
 
-TOKEN = "hf_testTOKEN_do_not_write_0123456789"
 HERE = Path(__file__).parent
 
 
@@ -51,13 +50,6 @@ def modified_copy(folder: Path, dest: Path, scale: float) -> Path:
     return dest
 
 
-@pytest.fixture
-def hub_server(olah, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", TOKEN)  # pushing needs a token: the test server checks it was sent
-    with HubServer(olah) as server:
-        yield server
-
-
 def test_export_loads_in_plain_timm_like_zoo(tiny_export, tmp_path):
     reference = plain_timm_logits(f"local-dir:{tiny_export}", tmp_path)
     same_logits(zoo.load(tiny_export), reference)
@@ -73,14 +65,14 @@ def test_export_loads_in_plain_timm_like_zoo(tiny_export, tmp_path):
 def test_push_then_download_through_the_mirror(
     tiny_export, hub_server, tmp_path, monkeypatch, caplog, capsys
 ):
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
     repo = "medssl-test/roundtrip"
     sha = push(tiny_export, repo, tag="v1", api=HfApi(endpoint=hub_server.url))
     assert len(sha) == 40
     import hashlib
 
     assert (
-        hashlib.sha256(f"Bearer {TOKEN}".encode()).hexdigest() in hub_server.auth_hashes
+        hashlib.sha256(f"Bearer {HUB_TOKEN}".encode()).hexdigest() in hub_server.auth_hashes
     )  # the token was used
     loaded = zoo.load(repo, revision=sha)  # through olah at HF_ENDPOINT
     local = zoo.load(tiny_export)
@@ -90,11 +82,11 @@ def test_push_then_download_through_the_mirror(
     assert loaded.label_names == local.label_names
     # the token is never written: not in the exported files, the repository, the cache, the logs
     captured = capsys.readouterr()
-    assert TOKEN not in caplog.text + captured.out + captured.err
+    assert HUB_TOKEN not in caplog.text + captured.out + captured.err
     for root in (tiny_export, hub_server.root, Path(os.environ["HF_HOME"])):
         for path in root.rglob("*"):
             if path.is_file() and path.name != "token":
-                assert TOKEN.encode() not in path.read_bytes(), path
+                assert HUB_TOKEN.encode() not in path.read_bytes(), path
 
 
 def test_revisions_tag_branch_and_sha(tiny_export, hub_server, tmp_path):

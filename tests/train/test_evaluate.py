@@ -13,11 +13,6 @@ from zoo.probe import extract_features, knn_accuracy
 from zoo.run_dir import read_run
 
 
-@pytest.fixture
-def tiny_run(tiny_export):
-    return tiny_export.parent / "run"
-
-
 def test_evaluate_a_run_directory_with_baselines_fractions_and_seeds(tiny_run, tmp_path):
     out = tmp_path / "eval"
     argv = [

@@ -8,24 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from medssl_zoo.hub import push as push_module
 from medssl_zoo.hub.push import PushError
 from medssl_zoo.train import reproduce
-from tests.helpers.hub_server import HubServer, git
+from tests.helpers.hub_server import git
 from zoo.hub_format import WEIGHTS_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "--dataset-options '{num_images: 96}' --image-size 32 --batch-size 16 --knn-k 5"
-
-
-@pytest.fixture
-def hub_server(olah, monkeypatch):
-    monkeypatch.setenv("HF_TOKEN", "hf_publisher_token_0123456789")
-    with HubServer(olah) as server:
-        yield server
 
 
 def load_in_fresh_process(tmp_path: Path, code: str, **env) -> str:
