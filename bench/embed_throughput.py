@@ -38,7 +38,7 @@ def model_folder(path: Path, architecture: str, size: int) -> Path:
     import timm
 
     from zoo.files import atomic_write_json, save_safetensors
-    from zoo.hub_format import CONFIG_FILE, WEIGHTS_FILE, make_config
+    from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE, make_config
 
     model = timm.create_model(architecture, num_classes=2)
     data_config = {
@@ -60,7 +60,7 @@ def model_folder(path: Path, architecture: str, size: int) -> Path:
         zoo_metadata={"method": "random", "dataset": "bench"},
     )
     path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path / CONFIG_FILE, config)
+    atomic_write_json(path / MODEL_CONFIG_FILE, config)
     save_safetensors(model.state_dict(), path / WEIGHTS_FILE)
     return path
 

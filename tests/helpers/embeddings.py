@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from zoo.files import save_safetensors
-from zoo.hub_format import CONFIG_FILE, WEIGHTS_FILE, make_config
+from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE, make_config
 
 
 def model_folder(path: Path, seed: int = 0, size: int = 32, architecture: str = "test_resnet") -> Path:
@@ -35,7 +35,7 @@ def model_folder(path: Path, seed: int = 0, size: int = 32, architecture: str = 
         zoo_metadata={"method": "random", "dataset": "none"},
     )
     path.mkdir(parents=True, exist_ok=True)
-    (path / CONFIG_FILE).write_text(json.dumps(config))
+    (path / MODEL_CONFIG_FILE).write_text(json.dumps(config))
     save_safetensors(model.state_dict(), path / WEIGHTS_FILE)
     return path
 

@@ -274,5 +274,10 @@ def test_the_cards_tables_parse_as_tables(tiny_export):
         assert len(table) >= 3 and set("".join(table[1])) <= set("-: "), table[:2]  # header, separator, rows
         assert all(len(row) == len(table[0]) for row in table), table
     training = next(t for t in tables if any(row[0] == "method" for row in t))
-    assert [row[0] for row in training[2:]][:4] == ["method", "exported encoder", "initialisation", "backbone"]
+    assert [row[0] for row in training[2:]][:4] == [
+        "method",
+        "exported encoder",
+        "initialisation",
+        "backbone",
+    ]
     assert {"seed", "paper mode", "split manifest sha256", "code version"} <= {row[0] for row in training}
