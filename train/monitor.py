@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from zoo.data.run_data import RunData
 from zoo.files import atomic_savefig, atomic_write_bytes, read_bytes, umask_mode
+from zoo.optional import available, install_hint
 from zoo.probe import extract_features, knn_accuracy
 
 __all__ = [
@@ -179,7 +180,10 @@ class EmbeddingHealth:
 
 def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
     """Loss and kNN accuracy against the step (``metrics``: :meth:`MetricsLog.read` records), as a PNG written
-    atomically."""
+    atomically; skipped with a warning when matplotlib (the ``[plots]`` extra) is not installed."""
+    if not available("matplotlib"):
+        log.warning("no curves.png: matplotlib is not installed (%s)", install_hint("matplotlib"))
+        return
     import matplotlib
 
     matplotlib.use("Agg")
