@@ -15,7 +15,7 @@ def bf16_is_fast(device_type: str = "cpu") -> bool:
 
     On CUDA: when the GPU has bf16 units (compute capability 8.0, Ampere, and later). ``is_bf16_supported()``
     alone is not enough: it counts emulation (``including_emulation=True`` by default), so it is true on a V100
-    or a T4, where bf16 matrix products run without tensor cores, slower than fp16 or even fp32.
+    or a T4, which have no bf16 tensor cores (bf16 is emulated there, a slow-down, not a speed-up).
     On CPU: only with native bf16 kernels in oneDNN (AVX512-BF16 / AMX);
     on an AVX2-only CPU bf16 convolutions are emulated and were measured 6-13x *slower* than fp32
     (ResNet-18/50, 2-core AMD EPYC), so fp32 is used there.
@@ -33,5 +33,5 @@ def _cuda_bf16_native() -> bool:
     included), else compute capability >= 8.0."""
     try:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # a torch without the argument (before 2.4)
+    except TypeError:  # an older torch, without the argument
         return torch.cuda.get_device_capability() >= (8, 0)

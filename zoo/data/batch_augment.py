@@ -40,9 +40,8 @@ _M1, _M2 = (
 )  # splitmix64 constants 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = torch.linalg.inv(
-    _RGB_TO_YIQ
-)  # once, on the CPU (the per-call inverse checked its result on the host)
+# inverted once, on the CPU: an inverse per call on the device checks its result on the host (a synchronisation)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
 
 
 class _Constants(NamedTuple):
