@@ -94,7 +94,9 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         xf = x.float()
         # two passes over the global batch (mean, then the mean squared deviation from it): sums of squares
         # minus squared sums lose digits to cancellation, enough to show in a 2-vs-1-process comparison
-        count = torch.tensor([x.numel() / c], dtype=torch.float32, device=x.device)
+        count = torch.full(
+            (1,), x.numel() / c, dtype=torch.float32, device=x.device
+        )  # made there: no host copy
         totals = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))  # C + 1
         n = totals[-1]
         mean = totals[:c] / n  # C
@@ -103,7 +105,12 @@ class GlobalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
+                # cumulative average without momentum: the weight stays on the device (no .item() read-back)
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else (1 / self.num_batches_tracked).to(mean.dtype)
+                )
                 self.running_mean.lerp_(mean.detach(), m)
                 self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm keeps it
         y = centred * torch.rsqrt(var.view(shape) + self.eps)

@@ -117,3 +117,39 @@ def test_unknown_names_list_the_valid_choices():
 def test_backbone_feature_dim_comes_from_the_model():
     assert create_backbone("resnet18").num_features == 512
     assert create_backbone("convnext_atto", in_chans=1)(torch.rand(2, 1, 32, 32)).shape == (2, 320)
+
+
+def test_byol_and_mocov3_share_one_forward():
+    """Issue 20.5: the two teacher-student models compute the same thing under two papers' names."""
+    from zoo.methods import BYOLModel, MoCoV3Model, TeacherStudentModel
+
+    assert BYOLModel.forward is MoCoV3Model.forward is TeacherStudentModel.forward
+    torch.manual_seed(0)
+    model = create_method("mocov3", backbone="resnet18")
+    x1, x2 = torch.rand(2, 4, 3, 32, 32).unbind(0)
+    out = model(x1, x2)
+    q1, q2 = model.predictor(out["z1"]), model.predictor(out["z2"])
+    k1, k2 = model.teacher(x1), model.teacher(x2)
+    torch.testing.assert_close(out["loss"], model.criterion(q1, q2, k1, k2))
+    with pytest.raises(ValueError, match="takes two views, got 3"):
+        model(x1, x2, x1)
+
+
+def test_the_ema_is_a_lerp_towards_the_student():
+    """θ_t ← τ·θ_t + (1 − τ)·θ_s for every parameter of backbone and projector; buffers (BatchNorm statistics) are
+    the teacher's own."""
+    torch.manual_seed(0)
+    model = create_method("byol", backbone="resnet18", model_options={"momentum": 0.9})
+    with torch.no_grad():
+        for p in [*model.backbone.parameters(), *model.projector.parameters()]:
+            p.add_(torch.randn_like(p))
+    teacher = [
+        p.clone() for p in [*model.teacher_backbone.parameters(), *model.teacher_projector.parameters()]
+    ]
+    student = [*model.backbone.parameters(), *model.projector.parameters()]
+    buffers = [b.clone() for b in model.teacher_backbone.buffers()]
+    model.after_optimizer_step(0.0)  # τ = base momentum at the start
+    updated = [*model.teacher_backbone.parameters(), *model.teacher_projector.parameters()]
+    for t, s, new in zip(teacher, student, updated, strict=True):
+        torch.testing.assert_close(new, 0.9 * t + 0.1 * s)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.teacher_backbone.buffers(), strict=True))

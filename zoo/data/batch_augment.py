@@ -10,6 +10,12 @@ convolution, solarize.
 Random parameters are a hash of (seed, epoch, sample index, view, parameter): a sample's views do not depend on
 which batch or process it lands in, so a run on N processes, or resumed mid-epoch, sees exactly the augmented
 images of an uninterrupted single-process run.
+
+Nothing here makes the host wait for the device (so a CUDA side stream can augment the next batch while the step
+runs; see the PyTorch notes on CUDA semantics, "asynchronous execution"): the constants are copied to a device once
+and kept there, the inverse colour transform is computed once, and data-dependent choices (which samples are
+blurred) are ``torch.where`` over all samples instead of indexing the selected ones, whose count the host would
+have to read back.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +40,18 @@ _M1, _M2 = (
 )  # splitmix64 constants 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+# inverted once, on the CPU: an inverse per call on the device checks its result on the host (a synchronisation)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+class _Constants(NamedTuple):
+    """The fixed tensors of one :class:`BatchAugment` on one device."""
+
+    mean: torch.Tensor  # 1 x C x 1 x 1
+    std: torch.Tensor  # 1 x C x 1 x 1
+    luma: torch.Tensor  # 3
+    rgb_to_yiq: torch.Tensor  # 3 x 3
+    yiq_to_rgb: torch.Tensor  # 3 x 3
 
 
 def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -103,6 +122,16 @@ class BatchAugment:
         self.kernel = blur_kernel(self.policy, image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self._on_device: dict[torch.device, _Constants] = {}
+
+    def constants(self, device: torch.device) -> _Constants:
+        """The constants on ``device``, copied there on first use only: a copy from pageable host memory waits
+        for the device, so making them per call would serialise augmentation with the training step."""
+        found = self._on_device.get(device)
+        if found is None:
+            host = _Constants(self.mean, self.std, _LUMA, _RGB_TO_YIQ, _YIQ_TO_RGB)
+            found = self._on_device[device] = _Constants(*(t.to(device) for t in host))
+        return found
 
     def __call__(
         self, images: torch.Tensor, sample_ids: torch.Tensor, epoch: int = 0, view: int = 0
@@ -117,12 +146,13 @@ class BatchAugment:
             (self.seed * 1_000_003 + epoch) * 1_000_003 + sample_ids.long()
         ) * VIEWS_PER_SAMPLE + view  # N
         rand = lambda stream: hash_uniform(keys, stream)  # noqa: E731
+        const = self.constants(images.device)
         x = self._crop(images.float().div_(255), rand)  # N x C x S x S in [0, 1]
         x = torch.where((rand(RandomStream.FLIP) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
         if self.policy.jitter_p:
-            x = self._jitter(x, rand)
+            x = self._jitter(x, rand, const)
         if self.channels == 3 and self.policy.grayscale_p:
-            gray = self._gray(x).expand_as(x)
+            gray = _gray(x, const.luma).expand_as(x)
             x = torch.where(
                 (rand(RandomStream.GRAYSCALE) < self.policy.grayscale_p).view(-1, 1, 1, 1), gray, x
             )
@@ -131,7 +161,7 @@ class BatchAugment:
         if view_policy.solarize_p:
             solarize = (rand(RandomStream.SOLARIZE) < view_policy.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
             x = torch.where(solarize, 1 - x, x)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = (x - const.mean) / const.std
         return x.contiguous(memory_format=torch.channels_last)
 
     def _crop(self, x: torch.Tensor, rand) -> torch.Tensor:
@@ -150,57 +180,55 @@ class BatchAugment:
         grid = F.affine_grid(theta, [n, x.shape[1], self.size, self.size], align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    @staticmethod
-    def _gray(x: torch.Tensor) -> torch.Tensor:  # N x 3 x H x W → N x 1 x H x W
-        return torch.einsum("nchw,c->nhw", x, _LUMA.to(x.device)).unsqueeze(1)
-
-    def _jitter(self, x: torch.Tensor, rand) -> torch.Tensor:
+    def _jitter(self, x: torch.Tensor, rand, const: _Constants) -> torch.Tensor:
         """ColorJitter with probability p: brightness, contrast, saturation (blends, as torchvision), hue."""
         b, c, s, h = self.policy.jitter
         apply = (rand(RandomStream.JITTER_APPLY) < self.policy.jitter_p).float()  # N
         factor = lambda strength, stream: (1 + apply * strength * (2 * rand(stream) - 1)).view(-1, 1, 1, 1)  # noqa: E731
         x = (x * factor(b, RandomStream.BRIGHTNESS)).clamp_(0, 1)
-        gray = self._gray(x) if self.channels == 3 else x
+        gray = _gray(x, const.luma) if self.channels == 3 else x
         x = torch.lerp(gray.mean(dim=(1, 2, 3), keepdim=True), x, factor(c, RandomStream.CONTRAST)).clamp_(
             0, 1
         )
         if self.channels == 3:
-            x = torch.lerp(self._gray(x), x, factor(s, RandomStream.SATURATION)).clamp_(0, 1)
-            x = self._hue(x, apply * h * (2 * rand(RandomStream.HUE) - 1))
+            x = torch.lerp(_gray(x, const.luma), x, factor(s, RandomStream.SATURATION)).clamp_(0, 1)
+            x = _hue(x, apply * h * (2 * rand(RandomStream.HUE) - 1), const)
         return x
 
-    @staticmethod
-    def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """Hue shift (fraction of a turn, per sample) as a rotation of the YIQ chroma plane."""
-        angle = 2 * math.pi * shift  # N
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        rotation = torch.zeros(len(x), 3, 3, device=x.device)
-        rotation[:, 0, 0] = 1
-        rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
-        yiq = _RGB_TO_YIQ.to(x.device)
-        matrix = torch.linalg.inv(yiq) @ rotation @ yiq  # N x 3 x 3
-        return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)
-
     def _blur(self, x: torch.Tensor, rand, probability: float) -> torch.Tensor:
-        """Gaussian blur of the selected samples: one separable grouped convolution, reflect padding."""
-        selected = torch.nonzero(rand(RandomStream.BLUR_APPLY) < probability).flatten()
-
-        if len(selected) == 0:
+        """Gaussian blur with probability ``probability``: one separable grouped convolution (reflect padding) of
+        every sample, kept where drawn (``torch.where``: no host-side count of the selected samples)."""
+        if probability <= 0:
             return x
+        n, c = x.shape[:2]
         lo, hi = self.policy.blur_sigma
-        sigma = lo + (hi - lo) * rand(RandomStream.BLUR_SIGMA)[selected]  # M
+        sigma = lo + (hi - lo) * rand(RandomStream.BLUR_SIGMA)  # N
         half = self.kernel // 2
         t = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
         kernel = torch.exp(-(t**2) / (2 * sigma.view(-1, 1) ** 2))
-        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(x.shape[1], dim=0)  # M*C x K
-        part = x[selected].reshape(1, -1, *x.shape[2:])  # 1 x M*C x S x S
-        groups = part.shape[1]
-        part = F.conv2d(
-            F.pad(part, (half, half, 0, 0), mode="reflect"), kernel.view(groups, 1, 1, -1), groups=groups
+        kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # N*C x K
+        blurred = x.reshape(1, n * c, *x.shape[2:])  # 1 x N*C x S x S
+        blurred = F.conv2d(
+            F.pad(blurred, (half, half, 0, 0), mode="reflect"), kernel.view(n * c, 1, 1, -1), groups=n * c
         )
-        part = F.conv2d(
-            F.pad(part, (0, 0, half, half), mode="reflect"), kernel.view(groups, 1, -1, 1), groups=groups
-        )
-        out = x.clone()
-        out[selected] = part.view(len(selected), *x.shape[1:])
-        return out
+        blurred = F.conv2d(
+            F.pad(blurred, (0, 0, half, half), mode="reflect"), kernel.view(n * c, 1, -1, 1), groups=n * c
+        ).view_as(x)
+        if probability >= 1:
+            return blurred
+        return torch.where((rand(RandomStream.BLUR_APPLY) < probability).view(-1, 1, 1, 1), blurred, x)
+
+
+def _gray(x: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:  # N x 3 x H x W → N x 1 x H x W
+    return torch.einsum("nchw,c->nhw", x, luma).unsqueeze(1)
+
+
+def _hue(x: torch.Tensor, shift: torch.Tensor, const: _Constants) -> torch.Tensor:
+    """Hue shift (fraction of a turn, per sample) as a rotation of the YIQ chroma plane."""
+    angle = 2 * math.pi * shift  # N
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.zeros(len(x), 3, 3, device=x.device)
+    rotation[:, 0, 0] = 1
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = const.yiq_to_rgb @ rotation @ const.rgb_to_yiq  # N x 3 x 3
+    return torch.einsum("nij,njhw->nihw", matrix, x).clamp_(0, 1)

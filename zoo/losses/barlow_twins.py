@@ -7,11 +7,13 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
+from zoo.losses._precision import full_precision
 from zoo.losses.terms import off_diagonal
 
 __all__ = ["BarlowTwinsLoss", "cross_correlation"]
 
 
+@full_precision
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """C of Eq. (2): the cross-correlation of the batch-standardised embeddings (biased variance + ``eps``, like
     ``BatchNorm1d(affine=False)``).
@@ -20,7 +22,7 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> 
         z1, z2: N x D. Output: D x D.
     """
     standardise = lambda z: (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)  # noqa: E731
-    return standardise(z1.float()).T @ standardise(z2.float()) / z1.shape[0]
+    return standardise(z1).T @ standardise(z2) / z1.shape[0]
 
 
 class BarlowTwinsLoss(nn.Module):
@@ -46,6 +48,7 @@ class BarlowTwinsLoss(nn.Module):
         self.lambda_offdiag = lambda_offdiag
         self.eps = eps
 
+    @full_precision
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("BarlowTwinsLoss", z1, z2)
         c = cross_correlation(gather(z1), gather(z2), self.eps)  # D x D

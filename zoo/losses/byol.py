@@ -7,17 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.losses._checks import check_predictions
+from zoo.losses._precision import full_precision
 
 __all__ = ["BYOLLoss", "normalized_mse"]
 
 
+@full_precision
 def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """ℓ(p, z) = ‖p/‖p‖ − z/‖z‖‖² = 2 − 2·cos(p, z), per sample (Grill et al. 2020, Eq. 2).
+
+    Computed as the squared distance of the unit vectors, as the official code does (``byol/utils/helpers.py``,
+    ``regression_loss``): exact near alignment (identical p and z give 0, where 2 − 2·cos loses the digits of cos
+    to cancellation: 1e-7 in float32).
 
     Shape:
         p, z: N x D. Output: N.
     """
-    return 2 - 2 * F.cosine_similarity(p.float(), z.float(), dim=1)
+    return (F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(dim=1)
 
 
 class BYOLLoss(nn.Module):
@@ -40,6 +46,7 @@ class BYOLLoss(nn.Module):
         >>> loss = BYOLLoss()(p1, p2, z1, z2)
     """
 
+    @full_precision
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_predictions("BYOLLoss", p1, p2, z1, z2)
         return (normalized_mse(p1, z2.detach()) + normalized_mse(p2, z1.detach())).mean()

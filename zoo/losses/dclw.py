@@ -8,6 +8,8 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
+from zoo.losses._precision import full_precision
+from zoo.losses.terms import off_diagonal
 
 
 class DCLWLoss(nn.Module):
@@ -44,10 +46,11 @@ class DCLWLoss(nn.Module):
         self.sigma = sigma
         self.paper_mode = paper_mode
 
+    @full_precision
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("DCLWLoss", z1, z2)
-        z1 = F.normalize(gather(z1).float(), dim=1)  # N x D
-        z2 = F.normalize(gather(z2).float(), dim=1)  # N x D
+        z1 = F.normalize(gather(z1), dim=1)  # N x D
+        z2 = F.normalize(gather(z2), dim=1)  # N x D
         if self.paper_mode:
             return self._one_direction(z1, z2)
         return 0.5 * (self._one_direction(z1, z2) + self._one_direction(z2, z1))
@@ -59,8 +62,8 @@ class DCLWLoss(nn.Module):
         weight = 2 - n * torch.softmax(similarity / self.sigma, dim=0)  # N
         cross = anchor @ other.T / self.temperature  # N x N, diagonal = positives
         within = anchor @ anchor.T / self.temperature  # N x N, diagonal = self-similarity
-        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=anchor.device)
+        # the off-diagonal entries row by row, as a view (a boolean mask would make the host wait for its count)
         negatives = torch.cat(
-            [cross[off_diagonal].view(n, n - 1), within[off_diagonal].view(n, n - 1)], dim=1
+            [off_diagonal(cross).view(n, n - 1), off_diagonal(within).view(n, n - 1)], dim=1
         )
         return (-weight * positive / self.temperature + torch.logsumexp(negatives, dim=1)).mean()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.distributed import gather
+from zoo.losses._precision import full_precision
 
 __all__ = ["DINOLoss"]
 
@@ -64,16 +65,19 @@ class DINOLoss(nn.Module):
     def set_progress(self, progress: float) -> None:
         self.progress.fill_(progress)
 
-    def current_teacher_temp(self) -> float:
-        """τ_t: linear warm-up from ``warmup_teacher_temp`` to ``teacher_temp``, then constant."""
+    def current_teacher_temp(self) -> torch.Tensor | float:
+        """τ_t: linear warm-up from ``warmup_teacher_temp`` to ``teacher_temp``, then constant; a 0-d tensor on the
+        progress buffer's device when there is a warm-up (never read back: ``.item()`` would make the host wait for the
+        device every step, and is a graph break under ``torch.compile``)."""
         fraction = self.warmup_teacher_temp_fraction
-        if fraction <= 0 or self.progress.item() >= fraction:
+        if fraction <= 0:
             return self.teacher_temp
+        remaining = 1 - (self.progress / fraction).clamp(max=1.0)  # 1 → 0 over the warm-up
         return (
-            self.warmup_teacher_temp
-            + (self.teacher_temp - self.warmup_teacher_temp) * self.progress.item() / fraction
-        )
+            self.teacher_temp - (self.teacher_temp - self.warmup_teacher_temp) * remaining
+        )  # exact once warm
 
+    @full_precision
     def forward(self, student_out: list[torch.Tensor], teacher_out: list[torch.Tensor]) -> torch.Tensor:
         if len(teacher_out) != 2 or len(student_out) < 2:
             raise ValueError(
@@ -83,11 +87,10 @@ class DINOLoss(nn.Module):
             raise ValueError(
                 f"DINOLoss expects N x {self.out_dim} outputs (out_dim), got shapes {[tuple(t.shape) for t in student_out]}"
             )
-        student = [
-            F.log_softmax(gather(s).float() / self.student_temp, dim=1) for s in student_out
-        ]  # N x K each
-        teacher_logits = [gather(t.detach()).float() for t in teacher_out]  # N x K each
-        targets = [F.softmax((t - self.center) / self.current_teacher_temp(), dim=1) for t in teacher_logits]
+        student = [F.log_softmax(gather(s) / self.student_temp, dim=1) for s in student_out]  # N x K each
+        teacher_logits = [gather(t.detach()) for t in teacher_out]  # N x K each
+        teacher_temp = self.current_teacher_temp()
+        targets = [F.softmax((t - self.center) / teacher_temp, dim=1) for t in teacher_logits]
         total, terms = 0.0, 0
         for i, target in enumerate(targets):
             for v, log_probs in enumerate(student):

@@ -8,6 +8,7 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_predictions
+from zoo.losses._precision import full_precision
 
 __all__ = ["MoCoV3Loss"]
 
@@ -42,13 +43,15 @@ class MoCoV3Loss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
+    @full_precision
     def contrast(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        q = F.normalize(q.float(), dim=1)  # N x D
-        k = F.normalize(k.detach().float(), dim=1)  # N x D
+        q = F.normalize(q, dim=1)  # N x D
+        k = F.normalize(k.detach(), dim=1)  # N x D
         logits = q @ k.T / self.temperature  # N x N, positives on the diagonal
         labels = torch.arange(len(q), device=q.device)
         return F.cross_entropy(logits, labels) * 2 * self.temperature
 
+    @full_precision
     def forward(self, q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor) -> torch.Tensor:
         check_predictions("MoCoV3Loss", q1, q2, k1, k2, min_batch=2)
         q1, q2 = gather(q1), gather(q2)

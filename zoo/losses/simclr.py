@@ -8,6 +8,7 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
+from zoo.losses._precision import full_precision
 
 
 class SimCLRLoss(nn.Module):
@@ -38,12 +39,15 @@ class SimCLRLoss(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
 
+    @full_precision
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("SimCLRLoss", z1, z2)
         z1, z2 = gather(z1), gather(z2)
         n = z1.shape[0]
-        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # 2N x D
+        z = F.normalize(torch.cat([z1, z2]), dim=1)  # 2N x D
         logits = z @ z.T / self.temperature  # 2N x 2N
         logits.fill_diagonal_(float("-inf"))  # an anchor is not its own candidate
-        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # 2N
+        targets = torch.arange(2 * n, device=z.device).roll(
+            n
+        )  # 2N: n, ..., 2n-1, 0, ..., n-1 (made on the device)
         return F.cross_entropy(logits, targets)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.losses._checks import check_predictions
+from zoo.losses._precision import full_precision
 
 
 class SimSiamLoss(nn.Module):
@@ -27,8 +28,9 @@ class SimSiamLoss(nn.Module):
         >>> loss = SimSiamLoss()(p1, p2, z1, z2)
     """
 
+    @full_precision
     def forward(self, p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_predictions("SimSiamLoss", p1, p2, z1, z2)
-        d12 = F.cosine_similarity(p1.float(), z2.detach().float(), dim=1).mean()
-        d21 = F.cosine_similarity(p2.float(), z1.detach().float(), dim=1).mean()
+        d12 = F.cosine_similarity(p1, z2.detach(), dim=1).mean()
+        d21 = F.cosine_similarity(p2, z1.detach(), dim=1).mean()
         return -0.5 * (d12 + d21)

@@ -8,11 +8,13 @@ from torch import nn
 
 from zoo.distributed import gather
 from zoo.losses._checks import check_pair
+from zoo.losses._precision import full_precision
 from zoo.losses.terms import off_diagonal
 
 __all__ = ["VICRegLoss", "invariance_term", "variance_term", "covariance_term"]
 
 
+@full_precision
 def invariance_term(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     """s(Z, Z') of Eq. (5) as the official code computes it: the mean squared error (÷ N and ÷ D).
 
@@ -22,6 +24,7 @@ def invariance_term(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(z1, z2)
 
 
+@full_precision
 def variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """v(Z) of Eq. (1)-(2): the hinge max(0, 1 - sqrt(Var(z^j) + ε)) averaged over the D dimensions; unbiased
     variance, as in the official code.
@@ -33,6 +36,7 @@ def variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return F.relu(1 - std).mean()
 
 
+@full_precision
 def covariance_term(z: torch.Tensor) -> torch.Tensor:
     """c(Z) of Eq. (3)-(4): the squared off-diagonal entries of the covariance matrix, summed, ÷ D.
 
@@ -82,9 +86,10 @@ class VICRegLoss(nn.Module):
         self.eps = eps
         self.paper_mode = paper_mode
 
+    @full_precision
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("VICRegLoss", z1, z2)
-        z1, z2 = gather(z1).float(), gather(z2).float()  # N x D
+        z1, z2 = gather(z1), gather(z2)  # N x D
         invariance = invariance_term(z1, z2)
         variance = variance_term(z1, self.eps) + variance_term(z2, self.eps)
         if not self.paper_mode:

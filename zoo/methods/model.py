@@ -90,6 +90,10 @@ class TeacherStudentModel(SSLModel):
 
     After each optimizer step θ_t ← τ·θ_t + (1 − τ)·θ_s with τ following :func:`cosine_momentum` from
     ``momentum`` to 1. BatchNorm statistics are the teacher's own (not averaged), as in the official codes.
+
+    ``forward(x1, x2)`` is BYOL's and MoCo v3's (the same computation under two papers' names): the student's
+    projections z, its predictions p (MoCo v3's queries), the teacher's projections of the same views (BYOL's
+    targets, MoCo v3's keys), and ``loss(p1, p2, t1, t2)``.
     """
 
     def __init__(self, *args, momentum: float = 0.99, evaluate_teacher: bool = False, **kwargs):
@@ -113,22 +117,27 @@ class TeacherStudentModel(SSLModel):
 
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:
+        """θ_t ← lerp(θ_t, θ_s, 1 − τ): one fused ``_foreach_lerp_`` over all parameters (a kernel per dtype and
+        device, as ``torch.optim.swa_utils``' EMA), with τ a Python float, so the host does not wait."""
         momentum = cosine_momentum(self.momentum_base, progress)
-        pairs = [(self.teacher_backbone, self.backbone), (self.teacher_projector, self.projector)]
-        for teacher, student in pairs:
-            for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-                t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+        teacher = [*self.teacher_backbone.parameters(), *self.teacher_projector.parameters()]
+        student = [*self.backbone.parameters(), *self.projector.parameters()]
+        if len(teacher) != len(student):
+            raise ValueError("the teacher's parameters no longer match the student's: call reset_teacher()")
+        torch._foreach_lerp_(teacher, student, 1 - momentum)
+
+    def forward(self, *views: torch.Tensor) -> dict[str, torch.Tensor]:
+        if len(views) != 2:
+            raise ValueError(f"{self.method or 'this method'} takes two views, got {len(views)}")
+        x1, x2 = views
+        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))  # N x D, student
+        p1, p2 = self.predictor(z1), self.predictor(z2)  # N x D, predictions (MoCo v3: queries)
+        t1, t2 = self.teacher(x1), self.teacher(x2)  # N x D, teacher (BYOL: targets, MoCo v3: keys)
+        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2, "loss": self.criterion(p1, p2, t1, t2)}
 
 
 class BYOLModel(TeacherStudentModel):
     """BYOL (Grill et al. 2020): online network with predictor, target = EMA; the online encoder is evaluated."""
-
-    def forward(self, *views: torch.Tensor) -> dict[str, torch.Tensor]:
-        x1, x2 = views
-        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))  # N x D, online
-        p1, p2 = self.predictor(z1), self.predictor(z2)  # N x D
-        t1, t2 = self.teacher(x1), self.teacher(x2)  # N x D, target
-        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2, "loss": self.criterion(p1, p2, t1, t2)}
 
 
 class MoCoV3Model(TeacherStudentModel):
@@ -136,13 +145,6 @@ class MoCoV3Model(TeacherStudentModel):
     projector, no predictor); the base encoder is evaluated. Deviation: the momentum update happens after the
     optimizer step (the official code updates inside forward, before the keys: the same sequence of updates, one
     step later); ViT's frozen patch embedding and fixed sin-cos position embedding are not used."""
-
-    def forward(self, *views: torch.Tensor) -> dict[str, torch.Tensor]:
-        x1, x2 = views
-        z1, z2 = self.projector(self.backbone(x1)), self.projector(self.backbone(x2))
-        q1, q2 = self.predictor(z1), self.predictor(z2)  # N x D queries
-        k1, k2 = self.teacher(x1), self.teacher(x2)  # N x D keys
-        return {"z1": z1, "z2": z2, "p1": q1, "p2": q2, "loss": self.criterion(q1, q2, k1, k2)}
 
 
 class DINOModel(TeacherStudentModel):
