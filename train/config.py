@@ -246,7 +246,8 @@ def _default_recipe_values() -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = SuggestingParser(
         prog="medssl-pretrain",
-        usage="%(prog)s [--recipe RECIPE] [--resume [latest|CHECKPOINT]] [--halt-at-step N] [--KEY VALUE ...]",
+        usage="%(prog)s [--recipe RECIPE] [--resume [latest|CHECKPOINT]] [--halt-at-step N] [--processes N] "
+        "[--KEY VALUE ...]",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -271,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after step N with a checkpoint (for time-limited job slots); continue with --resume",
     )
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N local processes (CPU cores or GPUs) without `accelerate launch`; a failure ends with the "
+        "program's one-line error and exit code (default: 1)",
+    )
     groups = {name: parser.add_argument_group(title) for name, title in GROUPS.items()}
     choices = {**RunConfig.choices(), "log_with": ("none", *TRACKERS)}
     recipe = _default_recipe_values()
@@ -289,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{field.description}.{valid} ({default})",
         )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of processes")
+    return value
 
 
 def _is_text(annotation) -> bool:

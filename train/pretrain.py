@@ -4,6 +4,7 @@ accelerate launch train/pretrain.py                       # the embedded default
 accelerate launch train/pretrain.py --recipe simclr-breast --data-root ~/data/archive
 accelerate launch train/pretrain.py --resume --output-dir runs/simclr-breast
 python train/pretrain.py --max-steps 20                   # plain python works too (one process)
+medssl-pretrain --processes 2 --max-steps 20              # two local processes, no launcher traceback on failure
 
 Exit codes: 0 finished (or halted by --halt-at-step), 1 the final kNN is not finite, 2 an error (one line saying
 what to do), 130 Ctrl-C, 143 SIGTERM (the current step was finished and checkpointed: continue with --resume).
@@ -35,6 +36,7 @@ from medssl_zoo.train.checkpoint import TrainState, load_checkpoint, save_checkp
 from medssl_zoo.train.config import PretrainConfig, parse_args
 from medssl_zoo.train.data import load_pretrain_data
 from medssl_zoo.train.init_weights import InitialWeights, fit_initial_weights, load_initial_weights
+from medssl_zoo.train.launch import launch
 from medssl_zoo.train.lifecycle import (
     RunClaim,
     RunDirError,
@@ -571,7 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer = None
     with SigtermStop() as stop:
         try:
-            cfg, args = parse_args(argv)
+            cfg, args = parse_args(argv)  # checked here once, before any process is started
+            if args.processes > 1 and "LOCAL_RANK" not in os.environ:
+                return _launch(argv, args.processes)
             start = time.time()
             trainer = Trainer(cfg, args.resume, args.halt_at_step, stop=stop)
             summary = trainer.run()
@@ -580,9 +584,24 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except (KeyboardInterrupt, Terminated) as e:
             what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-            log.error("%s%s; its newest checkpoint is kept: continue with --resume", what, _where(trainer))
+            if _where(trainer):
+                log.error(
+                    "%s%s; its newest checkpoint is kept: continue with --resume", what, _where(trainer)
+                )
+            else:
+                log.error("%s before training started: there is nothing to resume", what)
             return TERMINATED_EXIT if isinstance(e, Terminated) else 130
     return _report(cfg, trainer, summary, time.time() - start)
+
+
+def _launch(argv: list[str] | None, processes: int) -> int:
+    """``--processes N``: the same command in N processes (train/launch.py), ending with their exit code."""
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:  # set by `accelerate launch` in the processes it starts
+        raise ValueError(
+            "--processes starts its own processes: run medssl-pretrain --processes N without accelerate launch, "
+            "or accelerate launch --num_processes N without --processes"
+        )
+    return launch("medssl_zoo.train.pretrain", sys.argv[1:] if argv is None else argv, processes)
 
 
 def _where(trainer: Trainer | None) -> str:
