@@ -3,7 +3,7 @@
     medssl-reproduce --data-root breast=~/data/archive --data-root pneumonia=~/data/chest_xray
     medssl-reproduce                      # no datasets here: the same matrix on the synthetic set, small
 
-    medssl-reproduce --data-root ... --push medssl-zoo   # also publish every cell, pinned in a registry
+    medssl-reproduce --data-root crc=~/data/kather --push medssl-zoo   # also publish every cell, pinned in a registry
 
 Each cell pre-trains from its recipe (``train/recipes/<method>-<dataset>[-paper].yaml``), then evaluates with
 ``train/evaluate.py``; with ``--push ORG`` it is exported, pushed to ``ORG/<cell>``, tagged, and entered into the
