@@ -37,11 +37,13 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 import zoo
 from medssl_zoo.demo.saliency import grad_cam, overlay
 from medssl_zoo.demo.similar import SimilarCases
 from medssl_zoo.demo.uploads import UploadError, read_once
+from zoo.data.transforms import eval_resize_size, eval_transform
 from zoo.hub_format import zoo_home
 from zoo.optional import require
 from zoo.registry import close_names, is_hub_id
@@ -127,17 +129,18 @@ def default_model() -> str | None:
 
 
 def _eval_transform(model: torch.nn.Module) -> tuple:
-    """(timm eval transform, data config) of a model, built once per loaded model (and forgotten with it)."""
+    """(eval transform, data config) of a model, built once per loaded model (and forgotten with it): the one
+    :func:`zoo.data.eval_transform` that the exported metrics and the embeddings are measured with."""
     if model not in _TRANSFORMS:
         config = timm.data.resolve_data_config({}, model=model)
-        _TRANSFORMS[model] = timm.data.create_transform(**config, is_training=False), config
+        _TRANSFORMS[model] = eval_transform(config), config
     return _TRANSFORMS[model]
 
 
 def preprocess(image: Image.Image, model: torch.nn.Module) -> tuple[torch.Tensor, Image.Image]:
     """The model's own eval transform (timm data config): (1 x C x H x W tensor, the cropped input as an image)."""
     transform, config = _eval_transform(model)
-    tensor = transform(image).unsqueeze(0)
+    tensor = transform(pil_to_tensor(image)).unsqueeze(0)
     mean = torch.tensor(config["mean"]).view(-1, 1, 1)
     std = torch.tensor(config["std"]).view(-1, 1, 1)
     shown = ((tensor[0] * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
@@ -145,12 +148,12 @@ def preprocess(image: Image.Image, model: torch.nn.Module) -> tuple[torch.Tensor
 
 
 def _describe(model: torch.nn.Module, image: Image.Image, original_mode: str) -> str:
-    cfg = model.pretrained_cfg
+    cfg = _eval_transform(model)[1]
     c, h, w = cfg["input_size"]
     return (
         f"**Preprocessing** — uploaded {image.size[0]}×{image.size[1]} {original_mode}, converted to "
         f"{'grayscale' if c == 1 else 'RGB'} ({c} channel{'s' if c > 1 else ''}); resize to "
-        f"{round(min(h, w) / cfg.get('crop_pct', 1.0))} px, centre crop {h}×{w} "
+        f"{eval_resize_size(cfg)} px, centre crop {h}×{w} "
         f"(crop_pct {cfg.get('crop_pct', 1.0)}, {cfg.get('interpolation', 'bilinear')}); normalise with mean "
         f"{[round(m, 3) for m in cfg['mean']]}, std {[round(s, 3) for s in cfg['std']]}."
     )

@@ -10,10 +10,12 @@ import pytest
 import torch
 from gradio_client import Client, handle_file
 from PIL import Image
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 import zoo
 from medssl_zoo.demo.app import preprocess
 from medssl_zoo.demo.imaging import read_upload
+from zoo.data import eval_transform
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -70,7 +72,9 @@ def test_every_input_kind_is_classified_like_zoo_load(client, tiny_export, input
     label, heat, info, card = predict(client, inputs[kind], custom=tiny_export.name, saliency=kind == "png")
     model = zoo.load(tiny_export)
     image, mode = read_upload(inputs[kind], 3)
-    x, _ = preprocess(image, model)
+    # the preprocessing the export's metrics and the embeddings are measured with, applied here independently
+    x = eval_transform(model.pretrained_cfg)(pil_to_tensor(image))[None]
+    assert torch.equal(x, preprocess(image, model)[0])
     with torch.inference_mode():
         expected = model(x).softmax(dim=1)[0]
     assert label["label"] == model.label_names[int(expected.argmax())] and len(label["confidences"]) == 3

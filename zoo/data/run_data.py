@@ -9,6 +9,7 @@ split, and decodes every split once at the cache size into RAM or the disk cache
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,10 +65,16 @@ def default_cache_size(dataset: str, image_size: int, cache_size: int | None = N
 
 def make_data_config(dataset: MedicalDataset, image_size: int, cache_size: int) -> dict:
     """The timm data config of a run: what its encoder expects (input size, mean/std of the dataset as loaded,
-    crop_pct = image size / cache size, bilinear)."""
+    crop_pct = image size / cache size, so that the eval resize, floor(image size / crop_pct), is the cache size;
+    bilinear)."""
+    crop_pct = image_size / cache_size
+    if (
+        math.floor(image_size / crop_pct) < cache_size
+    ):  # e.g. 443 / (443 / 506) = 505.99…: timm's floor gives 505
+        crop_pct = math.nextafter(crop_pct, 0.0)
     return {
         "input_size": (dataset.channels, image_size, image_size),
-        "crop_pct": image_size / cache_size,
+        "crop_pct": crop_pct,
         "interpolation": "bilinear",
         "mean": tuple(dataset.mean),
         "std": tuple(dataset.std),

@@ -7,6 +7,7 @@ policies vectorised over a batch; these per-image versions are for users' own pi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,7 @@ from torchvision.transforms import v2
 
 from zoo.data.augment_policies import blur_kernel, get_policy
 
-__all__ = ["ssl_transform", "eval_transform", "TwoViews"]
+__all__ = ["ssl_transform", "eval_transform", "eval_resize_size", "TwoViews"]
 
 
 class TwoViews:
@@ -75,16 +76,24 @@ def ssl_transform(
     return v2.Compose(ops + _normalise(mean, std))
 
 
-def eval_transform(data_config: dict) -> v2.Compose:
-    """The deterministic evaluation transform of a timm data config (``input_size``, ``crop_pct``,
-    ``interpolation``, ``mean``, ``std``): resize the short side to size / crop_pct, centre-crop, normalise."""
+def eval_resize_size(data_config: dict) -> int:
+    """The short side an image is resized to before the centre crop: ``floor(size / crop_pct)``, the rule of timm's
+    eval transform (``transforms_imagenet_eval``), so a model's metrics, its embeddings, the demo and a user's
+    ``timm.data.create_transform`` see the same pixels."""
     _, height, width = data_config["input_size"]
     crop_pct = data_config.get("crop_pct", 1.0) or 1.0
-    resize = int(round(min(height, width) / crop_pct))
+    return math.floor(min(height, width) / crop_pct)
+
+
+def eval_transform(data_config: dict) -> v2.Compose:
+    """The deterministic evaluation transform of a timm data config (``input_size``, ``crop_pct``,
+    ``interpolation``, ``mean``, ``std``) for uint8 C x H x W tensors: resize the short side to
+    :func:`eval_resize_size`, centre-crop, normalise."""
+    _, height, width = data_config["input_size"]
     interpolation = v2.InterpolationMode(data_config.get("interpolation", "bilinear"))
     return v2.Compose(
         [
-            v2.Resize(resize, interpolation=interpolation, antialias=True),
+            v2.Resize(eval_resize_size(data_config), interpolation=interpolation, antialias=True),
             v2.CenterCrop((height, width)),
             *_normalise(data_config["mean"], data_config["std"]),
         ]

@@ -61,6 +61,31 @@ def test_eval_transform_follows_the_timm_data_config():
     assert torch.allclose(out, torch.ones_like(out))  # (1 - 0.5) / 0.5
 
 
+@pytest.mark.parametrize(("size", "crop_pct"), [(224, 0.95), (224, 0.875), (64, 0.9), (96, 0.85), (384, 1.0)])
+def test_eval_transform_resizes_as_timm_does(size, crop_pct):
+    """The same short side as timm's create_transform (floor; rounding differs at e.g. 224 / 0.95 = 235.8)."""
+    import timm.data
+
+    cfg = {"input_size": (3, size, size), "crop_pct": crop_pct, "interpolation": "bilinear"}
+    cfg |= {"mean": (0.5,) * 3, "std": (0.5,) * 3}
+    timm_resize = timm.data.create_transform(**cfg, is_training=False).transforms[0]
+    assert eval_transform(cfg).transforms[0].size == [timm_resize.size]
+
+
+@pytest.mark.parametrize(("image_size", "cache_size"), [(443, 506), (14, 25), (224, 256), (64, 64), (64, 73)])
+def test_a_runs_data_config_resizes_to_its_cache_size(image_size, cache_size):
+    """crop_pct = image size / cache size can round so that timm's floor lands one pixel short (443 / (443 / 506)
+    = 505.99…): the stored crop_pct makes the eval resize exactly the size the images were decoded at."""
+    from types import SimpleNamespace
+
+    from zoo.data.run_data import cache_size_of, make_data_config
+    from zoo.data.transforms import eval_resize_size
+
+    dataset = SimpleNamespace(channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = make_data_config(dataset, image_size, cache_size)
+    assert eval_resize_size(config) == cache_size == cache_size_of(config)
+
+
 def test_batch_augment_is_a_function_of_seed_epoch_sample_and_view_only():
     """A sample's view does not depend on its batch, its position in it, or the other samples: what makes a
     2-process or resumed run see the augmentations of an uninterrupted one."""
