@@ -70,6 +70,15 @@ def tiny_run(tiny_export):
 
 
 @pytest.fixture(scope="session")
+def standins(olah, tmp_path_factory):
+    """Stand-ins of the catalogue's encoders served by the olah mirror, registered as catalogue entries pinned to
+    their commits (tests/helpers/catalogue.py)."""
+    from tests.helpers.catalogue import publish_all
+
+    return publish_all(olah, tmp_path_factory.mktemp("standin-weights"))
+
+
+@pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory):
     """A real pre-training run (a few steps on synthetic data) exported as a Hub folder."""
     from medssl_zoo.hub.export import export_run

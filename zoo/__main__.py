@@ -7,6 +7,26 @@ import json
 import sys
 
 import zoo
+from zoo.catalogue import CatalogueEntry, catalogue_entry
+
+
+def _where(name: str, entry, local: set[str]) -> str:
+    if name in local:
+        return "local"
+    if isinstance(entry, CatalogueEntry):
+        access = "gated" if entry.gated else "open"
+        return (
+            f"{entry.repo_id:44s} {entry.modality:14s} {entry.width:5d}-d {entry.params / 1e6:8.1f} M  "
+            f"{entry.license_name or entry.license:16s} {access}"
+        )
+    return entry.repo_id if entry.published else f"{entry.repo_id} (not published)"
+
+
+def _list(pattern: str | None) -> None:
+    """One line per model: the catalogue's with modality, embedding width, parameters, licence, gated state."""
+    local = set(zoo.registry.local_models())
+    for name in zoo.list_models(pattern):
+        print(f"{name:20s} {_where(name, zoo.registry.get_entry(name), local)}".rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     listing = sub.add_parser("list", help="registered and locally exported models")
     listing.add_argument("pattern", nargs="?", help="a shell pattern such as 'vicreg-*'")
     helps = {
-        "info": "show a model's registry entry and config (downloads config.json only)",
+        "info": "show a model's registry entry and config (downloads config.json only; a catalogue entry's facts "
+        "without any download)",
         "load": "load a model and print its architecture, size and classes",
     }
     for name, text in helps.items():
@@ -25,19 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "list":
-            local = set(zoo.registry.local_models())
-            for name in zoo.list_models(args.pattern):
-                entry = zoo.registry.get_entry(name)
-                where = (
-                    "local"
-                    if name in local
-                    else (entry.repo_id if entry.published else f"{entry.repo_id} (not published)")
-                )
-                print(f"{name:28s} {where}")
+            _list(args.pattern)
         elif args.command == "info":
             print(json.dumps(zoo.model_info(args.model, revision=args.revision), indent=2, default=str))
         else:
-            model = zoo.load(args.model, revision=args.revision)
+            encoder = catalogue_entry(args.model) is not None  # no classifier: its features
+            model = zoo.load(args.model, revision=args.revision, features_only=encoder)
             n = sum(p.numel() for p in model.parameters())
             print(
                 f"{args.model}: {model.pretrained_cfg.get('architecture', type(model).__name__)}, {n / 1e6:.2f} M "

@@ -26,6 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo.catalogue import CatalogueEntry, catalogue_entry
+from zoo.catalogue_load import load_entry
 from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
 from zoo.registry import close_names, get_entry, is_hub_id, is_model_name
 from zoo.revision import check_commit, check_revision
@@ -124,12 +126,50 @@ def _fetch(repo_id: str, filename: str, revision: str | None, deadline: float, l
     )
 
 
-def _download(repo_id: str, revision: str | None, name: str) -> Path:
-    """The snapshot folder holding the model's files; every file of the same commit."""
+def _fetch_weights(repo_id: str, names: tuple[str, ...], commit: str, deadline: float, local_only: bool):
+    """The first of ``names`` the commit holds (safetensors before a pickle where both are listed)."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    missing = None
+    for filename in names:
+        try:
+            return _fetch(repo_id, filename, commit, deadline, local_only)
+        except EntryNotFoundError as e:  # also LocalEntryNotFoundError: not in the cache (offline)
+            missing = e
+    raise missing
+
+
+def _denied(
+    name: str, repo_id: str, error: Exception, access_url: str | None
+) -> ModelNotAvailableError | None:
+    """The one line for a gated repository, or for a 401 / 403 answer (no token, or no access granted)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import GatedRepoError
+
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if not (isinstance(error, GatedRepoError) or (access_url and status in (401, 403))):
+        return None
+    url = access_url or f"{constants.ENDPOINT}/{repo_id}"
+    return ModelNotAvailableError(
+        f"{name}: {repo_id} is gated (HTTP {status or 'refused'}): request access at {url}, then log in with "
+        "`hf auth login` or set HF_TOKEN to a token of the account that was granted access"
+    )
+
+
+def _download(
+    repo_id: str,
+    revision: str | None,
+    name: str,
+    weights: tuple[str, ...] = (WEIGHTS_FILE,),
+    weight_bytes: int = 0,
+    access_url: str | None = None,
+) -> Path:
+    """The snapshot folder holding the model's files; every file of the same commit. ``weights``: the weight
+    files to try in order; ``weight_bytes``: their expected size (big weights get a longer deadline, one
+    ``20 x ZOO_HUB_TIMEOUT`` per GiB); ``access_url``: where access to a gated repository is requested."""
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         EntryNotFoundError,
-        GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
@@ -146,11 +186,16 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
         config = _fetch(repo_id, MODEL_CONFIG_FILE, revision, deadline, local_only)
         # snapshots/<commit sha>/config.json: pin the other files to it (what the server answered, checked)
         commit = check_commit(config.parent.name, f"{name}: the commit {repo_id} resolved to")
-        _fetch(repo_id, WEIGHTS_FILE, commit, 20 * deadline, local_only)
+        _fetch_weights(repo_id, weights, commit, 20 * deadline * max(1.0, weight_bytes / 2**30), local_only)
         with contextlib.suppress(EntryNotFoundError, LocalEntryNotFoundError):  # the card is optional
             _fetch(repo_id, CARD_FILE, commit, deadline, local_only)
         return config.parent
     except LocalEntryNotFoundError as e:
+        denied = _denied(
+            name, repo_id, e.__cause__, access_url
+        )  # huggingface_hub hides a 403 behind this one
+        if denied is not None:
+            raise denied from e
         why = (
             "HF_HUB_OFFLINE is set"
             if constants.HF_HUB_OFFLINE
@@ -170,11 +215,16 @@ def _download(repo_id: str, revision: str | None, name: str) -> Path:
         ) from e
     except RevisionNotFoundError as e:
         raise ModelNotAvailableError(f"{name}: {repo_id} has no revision {revision!r}") from e
-    except (RepositoryNotFoundError, GatedRepoError, EntryNotFoundError) as e:
-        raise ModelNotAvailableError(
-            f"{name}: no accessible Hub repository {repo_id} ({type(e).__name__})"
-        ) from e
-    except (HfHubHTTPError, OSError) as e:
+    except (RepositoryNotFoundError, EntryNotFoundError, HfHubHTTPError) as e:
+        denied = _denied(name, repo_id, e, access_url)
+        if denied is not None:
+            raise denied from e
+        if isinstance(e, (RepositoryNotFoundError, EntryNotFoundError)):
+            raise ModelNotAvailableError(
+                f"{name}: no accessible Hub repository {repo_id} ({type(e).__name__})"
+            ) from e
+        raise ModelNotAvailableError(f"{name}: downloading {repo_id} failed ({type(e).__name__}: {e})") from e
+    except OSError as e:
         raise ModelNotAvailableError(f"{name}: downloading {repo_id} failed ({type(e).__name__}: {e})") from e
 
 
@@ -209,6 +259,10 @@ def resolve(name_or_path: str | Path, revision: str | None = None, *, local_path
             f"with `medssl-export RUN_DIR $ZOO_HOME/{name}` to use it locally, and publish it with "
             f"`medssl-push $ZOO_HOME/{name} {entry.repo_id}`."
         )
+    if isinstance(entry, CatalogueEntry):
+        gated = entry.access_url if entry.gated else None
+        files, nbytes = entry.weights_files, 4 * entry.params
+        return _download(entry.repo_id, revision or entry.revision, name, files, nbytes, gated)
     if entry is not None:
         return _download(entry.repo_id, revision or entry.revision, name)
     if local_paths:
@@ -318,7 +372,16 @@ def load(
         >>> model = zoo.load("vicreg-breast")
         >>> probabilities = model(x).softmax(dim=1)
     """
+    entry = _catalogue(name_or_path, local_paths)
+    if entry is not None and not features_only:
+        raise ValueError(
+            f"{entry.name} is an encoder without a classifier ({entry.width}-d {entry.pooling} embeddings): load it "
+            f"with zoo.load({entry.name!r}, features_only=True) and fit a probe on your data (`medssl-evaluate "
+            f"--compare {entry.name},... --dataset imagefolder --data-root DIR` shows which encoder suits it)"
+        )
     folder = resolve(name_or_path, revision, local_paths=local_paths)
+    if entry is not None:
+        return load_entry(entry, folder).eval().to(device or "cpu")
     if not (folder / MODEL_CONFIG_FILE).is_file():
         raise ValueError(f"{folder}: no {MODEL_CONFIG_FILE}; not a timm / MedSSL Zoo model folder")
     config = read_config(folder / MODEL_CONFIG_FILE)
@@ -332,10 +395,26 @@ def load(
     return model.eval().to(device or "cpu")
 
 
+def _catalogue(name_or_path: str | Path, local_paths: bool) -> CatalogueEntry | None:
+    """The catalogue entry ``name_or_path`` names, unless a local folder or a ``$ZOO_HOME`` model of that name
+    comes first in the resolution order (see :func:`resolve`)."""
+    name = str(name_or_path)
+    if local_paths and Path(name).expanduser().is_dir():
+        return None
+    if is_model_name(name) and (zoo_home() / name / MODEL_CONFIG_FILE).is_file():
+        return None
+    return catalogue_entry(name) if is_model_name(name) else None
+
+
 def model_info(name_or_path: str | Path, revision: str | None = None) -> dict:
-    """Registry entry plus the model's config (downloaded if needed, weights not loaded)."""
+    """Registry entry plus the model's config (downloaded if needed, weights not loaded); a catalogue entry's
+    facts without any download (its model built on the meta device)."""
+    from zoo.catalogue import catalogue_info
     from zoo.registry import entry_dict
 
+    entry = _catalogue(name_or_path, local_paths=True)
+    if entry is not None:
+        return catalogue_info(entry)
     info = {"name": str(name_or_path), "registry": entry_dict(str(name_or_path))}
     folder = resolve(name_or_path, revision)
     config = read_config(folder / MODEL_CONFIG_FILE)

@@ -37,7 +37,10 @@ class Encoder:
 
 
 def pooling_of(model: torch.nn.Module) -> str:
-    """The model's global pooling as timm names it (``avg``, ``token``, …)."""
+    """The model's global pooling: a catalogue encoder's own (``cls``, ``cls+mean-patch``; :mod:`zoo.pooling`),
+    else as timm names it (``avg``, ``token``, …)."""
+    if getattr(model, "zoo_pooling", None):
+        return str(model.zoo_pooling)
     pool = getattr(model, "global_pool", None)
     pool = getattr(pool, "pool_type", pool)
     return str(pool) if pool is not None else "unknown"
@@ -87,7 +90,8 @@ def model_identity(module: torch.nn.Module) -> dict:
     width), to compare with an output's (:meth:`zoo.embeddings.Embeddings.check_model`)."""
     folder = Path(module.source)
     architecture = str(module.pretrained_cfg.get("architecture") or type(module).__name__)
-    return _identity(module, architecture, folder / WEIGHTS_FILE, _commit(folder))
+    weights = Path(getattr(module, "weights_path", None) or folder / WEIGHTS_FILE)  # a catalogue .bin
+    return _identity(module, architecture, weights, _commit(folder))
 
 
 def load_encoder(model: str | Path, revision: str | None = None) -> Encoder:
