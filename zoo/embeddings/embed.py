@@ -189,10 +189,10 @@ def _embed_own(encoder: Encoder, plan: Plan, out: Path, meta: dict, settings: Lo
             )  # raises, naming the report
 
 
-def embed(model: str | Path, data: str | Path, out: str | Path, **options) -> Embeddings | None:
+def embed(model: str | Path | Encoder, data: str | Path, out: str | Path, **options) -> Embeddings | None:
     """Embed every image of ``data`` with ``model`` into the output folder ``out`` (see :mod:`zoo.embeddings`).
 
-    ``model``: anything :func:`zoo.load` takes, or a finished run; ``data``: a folder (any depth), a dataset root
+    ``model``: anything :func:`zoo.load` takes, a finished run, or an :class:`Encoder` already loaded; ``data``: a folder (any depth), a dataset root
     (``dataset=NAME``) or a MedMNIST ``.npz``; ``options``: :class:`EmbedOptions`. Returns the output, opened,
     once complete — or None in a process that finished its shards while others still embed theirs.
 
@@ -203,7 +203,7 @@ def embed(model: str | Path, data: str | Path, out: str | Path, **options) -> Em
     opts = EmbedOptions(**options)
     rank, world = process_rank()
     folder = output_folder(out)
-    encoder = load_encoder(model, opts.revision)
+    encoder = model if isinstance(model, Encoder) else load_encoder(model, opts.revision)
     plan = scan(data, opts.dataset, opts.dataset_options, channels=encoder.data_config["input_size"][0])
     device = _device(opts.device)
     if device.type == "cuda":

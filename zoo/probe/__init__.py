@@ -1,5 +1,6 @@
 """Evaluation of frozen or fine-tuned encoders: features, kNN, linear probe, the study's MLP head, fine-tuning,
-label fractions and metrics. Works on any encoder, including what ``zoo.load(..., features_only=True)`` returns."""
+SimpleShot and few-shot episodes, label fractions and metrics. Works on any encoder, including what
+``zoo.load(..., features_only=True)`` returns."""
 
 from zoo.probe.features import extract_features
 from zoo.probe.finetune import fine_tune
@@ -8,16 +9,20 @@ from zoo.probe.knn import knn_accuracy, knn_predict
 from zoo.probe.linear import LinearProbe, fit_linear_probe
 from zoo.probe.metrics import classification_metrics
 from zoo.probe.mlp import MLPHead, fit_mlp_head
+from zoo.probe.simpleshot import few_shot_episodes, shot_counts, simpleshot_predict
 
 __all__ = [
     "LinearProbe",
     "MLPHead",
     "classification_metrics",
     "extract_features",
+    "few_shot_episodes",
     "fine_tune",
     "fit_linear_probe",
     "fit_mlp_head",
     "knn_accuracy",
     "knn_predict",
     "label_fraction_indices",
+    "shot_counts",
+    "simpleshot_predict",
 ]
