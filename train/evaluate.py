@@ -6,6 +6,8 @@
     medssl-evaluate RUN --protocols knn,linear,mlp,finetune --fractions 0.01,0.1,1 --seeds 0,1,2
     medssl-evaluate RUN --baselines random,imagenet --weights resnet50_imagenet.safetensors
     medssl-evaluate RUN --dataset imagefolder --data-root DIR  # another dataset: probes on its classes
+    medssl-evaluate --compare uni,runs/my-simclr,imagenet,random --dataset imagefolder --data-root DIR
+                                                              # which encoder suits my data (train/compare.py)
 
 (In a checkout, `python train/evaluate.py` is the same program.) The API is
 medssl_zoo.train.evaluation.evaluate(target, EvalOptions(...)).
@@ -148,6 +150,11 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--compare" or a.startswith("--compare=") for a in args):
+        from medssl_zoo.train.compare import main as compare_main
+
+        return compare_main(args)
     target, options = parse_args(argv)
     try:
         result = evaluate(target, options)
