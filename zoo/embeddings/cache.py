@@ -32,7 +32,7 @@ from zoo.data.cache import cache_dir
 from zoo.data.cache_room import cache_limit, gib
 from zoo.embeddings.embed import embed
 from zoo.embeddings.encoder import Encoder
-from zoo.embeddings.format import LOCK_FILE, META_FILE, foreign_entries, read_meta
+from zoo.embeddings.format import LOCK_FILE, META_FILE, SHARD_NAME, foreign_entries, read_meta
 from zoo.embeddings.store import Embeddings
 from zoo.files import atomic_write_json, file_lock, read_json
 
@@ -119,6 +119,18 @@ def _used(folder: Path, locator: str) -> float:
     return timing.stat().st_mtime if timing.is_file() else 0.0
 
 
+def _shard_files(out: Path) -> dict[str, tuple[int, int, int]]:
+    """(size, mtime_ns, inode) of each shard file: a shard written again (atomically: a new inode) changes it."""
+    if not out.is_dir():
+        return {}
+    found = {}
+    for path in out.iterdir():
+        if SHARD_NAME.fullmatch(path.name):
+            info = path.lstat()
+            found[path.name] = (info.st_size, info.st_mtime_ns, info.st_ino)
+    return found
+
+
 def _timing(folder: Path, locator: str, plan: str) -> float | None:
     path = folder / f"{locator}.json"
     try:
@@ -139,6 +151,23 @@ def _read(out: Path) -> tuple[np.ndarray, list[dict], list[str]]:
         return rows, emb.records(), list(emb.meta["data"]["label_names"])
 
 
+def _previous(out: Path) -> dict | None:
+    """The cached output's ``meta.json``; a damaged one (unreadable, not this format's) in a folder holding only
+    this format's files is removed, to be computed again: a cache entry is never worth an error."""
+    if not (out / META_FILE).is_file() or out.is_symlink():
+        return None
+    try:
+        return read_meta(out)
+    except ValueError as e:
+        if not _is_ours(out):
+            raise
+        log.warning("%s: its meta.json is damaged (%s); it is embedded again", out, e)
+        with file_lock(out / LOCK_FILE):
+            # a locator-named folder of this cache holding only embedding-format files: this project's own output
+            shutil.rmtree(out)
+        return None
+
+
 def cached_embeddings(
     encoder: Encoder, data: str | Path, dataset: str | None, options: dict, **embed_options
 ) -> CachedEmbeddings:
@@ -149,12 +178,14 @@ def cached_embeddings(
     precision = embed_options.get("precision", "auto")
     locator = _locator(encoder, Path(data), dataset, options, precision)
     out = folder / locator
-    before = read_meta(out) if (out / META_FILE).is_file() else None
+    before = _previous(out)
+    shards = _shard_files(out)
     started = time.perf_counter()
     emb = embed(encoder, data, out, dataset=dataset, dataset_options=options, overwrite=True, **embed_options)
     seconds = time.perf_counter() - started
     plan = emb.meta["plan"]
-    computed = not (before is not None and before["complete"] and before["plan"] == plan)
+    reused = before is not None and before["complete"] and before["plan"] == plan
+    computed = not reused or _shard_files(out) != shards  # a damaged shard is embedded again
     if computed:
         speed = len(emb) / seconds if seconds > 0 else None
         atomic_write_json(folder / f"{locator}.json", {"plan": plan, "images": len(emb), "seconds": seconds,
