@@ -30,6 +30,7 @@ from zoo.data import get_dataset_spec
 from zoo.data import synthetic as synthetic_tiles
 from zoo.data.cache import cache_dir
 from zoo.embeddings.cache import CachedEmbeddings, cached_embeddings
+from zoo.embeddings.embed import PRECISIONS
 from zoo.files import atomic_folder, file_lock
 from zoo.probe import shot_counts
 
@@ -59,6 +60,7 @@ class CompareOptions:
     batch_size: int = 64
     device: str | None = None
     workers: int | None = None
+    precision: str = "auto"
 
     def __post_init__(self):
         for name in ("knn_k", "episodes", "batch_size"):
@@ -70,6 +72,8 @@ class CompareOptions:
             raise ValueError(f"label fractions must be in (0, 1], got {list(self.fractions)}")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if get_dataset_spec(self.dataset).kind == "unlabelled":
             raise ValueError(
                 f"{self.dataset} has no labels to compare on; give a labelled dataset (imagefolder)"
@@ -165,7 +169,12 @@ def compare(encoders: list[str], options: CompareOptions) -> dict:
     written to the output folder (default ``compare/<dataset>``)."""
     loaded = load_encoders(list(encoders))  # every name checked before any work
     root, dataset, dataset_options = _data(options)
-    embed_options = {"batch_size": options.batch_size, "device": options.device, "workers": options.workers}
+    embed_options = {
+        "batch_size": options.batch_size,
+        "device": options.device,
+        "workers": options.workers,
+        "precision": options.precision,
+    }
     found = [cached_embeddings(e, root, dataset, dataset_options, **embed_options) for e in loaded]
     splits = _splits(found)
     settings = _settings(options, splits[0].y["train"])
@@ -230,6 +239,9 @@ def build_parser():
         "--batch-size", type=int, default=64, help="images per forward pass (default: %(default)s)"
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1… (default: a GPU if there is one)")
+    p.add_argument(
+        "--precision", default="auto", help="auto (bf16 where it is fast), fp32 or bf16 (default: auto)"
+    )
     p.add_argument("--output-dir", type=Path, help="default: compare/<dataset>")
     p.add_argument("--no-plots", action="store_true", help="skip fewshot.png")
     return p
@@ -260,6 +272,7 @@ def parse_args(argv=None) -> tuple[list[str], CompareOptions]:
             plots=not args.no_plots,
             batch_size=args.batch_size,
             device=args.device,
+            precision=args.precision,
         )
     except ValueError as e:
         p.error(str(e))

@@ -146,3 +146,32 @@ def test_the_command_line_prints_the_leaderboard(tiny_run, zoo_cache, tmp_path, 
     printed = capsys.readouterr().out
     assert "| encoder | width | images/s |" in printed and "Best per protocol" in printed
     assert (tmp_path / "out" / "fewshot.png").stat().st_size > 0
+
+
+@pytest.mark.timeout(600)
+def test_catalogue_stand_ins_in_a_comparison_embed_with_their_pooling(standins, zoo_cache, tmp_path):
+    """A stand-in of Virchow2 (CLS + mean of patches without registers) and of UNI (CLS) against a random
+    test_resnet: widths as the entries say, and the cached rows equal a manual forward of what zoo.load gives."""
+    import zoo
+    from zoo.data import eval_transform, read_image
+
+    options = _options(tmp_path / "out", shots=(1,), fractions=(1.0,), seeds=(0,), precision="fp32")
+    result = compare.compare(["standin-virchow2", "standin-uni", "random:test_resnet"], options)
+    widths = {e["encoder"]: e["width"] for e in result["encoders"]}
+    assert widths == {"standin-virchow2": 64, "standin-uni": 32, "random:test_resnet": 96}
+    virchow = result["encoders"][0]
+    assert virchow["identity"]["pooling"] == "cls+mean-patch"
+    cached = compare.cached_embeddings  # the rows the protocols read, reused (nothing computed)
+    encoder = compare.load_encoders(["standin-virchow2", "random"])[0]
+    found = cached(
+        encoder, result["data"], "imagefolder", result["dataset_options"], workers=0, precision="fp32"
+    )
+    assert not found.computed
+    model = zoo.load("standin-virchow2", features_only=True).eval()
+    transform = eval_transform(encoder.data_config)
+    root = found.folder
+    for row in (0, len(found.records) - 1):
+        path = os.path.join(result["data"], found.records[row]["path"])
+        with torch.no_grad():
+            expected = model(transform(read_image(path, channels=3)).unsqueeze(0))[0]
+        assert torch.allclose(torch.from_numpy(found.rows[row]), expected, atol=1e-5), root
