@@ -341,6 +341,11 @@ def export_run(
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--base" or a.startswith("--base=") for a in args):  # a head on a catalogue encoder
+        from medssl_zoo.hub.export_head import main as export_head_main
+
+        return export_head_main(args)
     parser = argparse.ArgumentParser(
         prog="medssl-export",
         description="Export a finished pre-training run as a timm / Hub model folder (model.safetensors, "

@@ -23,7 +23,15 @@ from huggingface_hub.errors import HfHubHTTPError
 import zoo
 from medssl_zoo.hub.card import REPO_PLACEHOLDER
 from zoo.files import open_regular
-from zoo.hub_format import CARD_FILE, EXPORT_FILES, MODEL_CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE, read_config
+from zoo.hub_format import (
+    CARD_FILE,
+    EXPORT_FILES,
+    HEAD_FILE,
+    MODEL_CONFIG_FILE,
+    PLOT_FILE,
+    WEIGHTS_FILE,
+    read_config,
+)
 from zoo.registry import is_hub_id
 from zoo.revision import check_revision
 
@@ -92,7 +100,8 @@ def _export_entries(folder: Path) -> list[str]:
                 f"{path} is {kind}: push uploads only the export's own regular files, never what a link points "
                 "to; re-export the model (medssl-export RUN_DIR OUT_DIR) or put the file itself there"
             )
-    missing = [f for f in (WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE) if f not in present]
+    weights = HEAD_FILE if HEAD_FILE in present and WEIGHTS_FILE not in present else WEIGHTS_FILE
+    missing = [f for f in (weights, MODEL_CONFIG_FILE, CARD_FILE) if f not in present]
     if missing:
         raise ValueError(
             f"{folder} is not an exported model folder: missing {missing} (run medssl-export RUN_DIR OUT_DIR)"
@@ -103,11 +112,24 @@ def _export_entries(folder: Path) -> list[str]:
     return present
 
 
+def _check_terms(folder: Path, present: list[str]) -> None:
+    """Weights built on a catalogue encoder whose licence forbids redistribution are never published: only a
+    head-only export (``head.safetensors`` + the pinned reference) of it is."""
+    base = (read_config(folder / MODEL_CONFIG_FILE).get("zoo") or {}).get("base_model")
+    if isinstance(base, dict) and base.get("redistribute") is False and WEIGHTS_FILE in present:
+        raise ValueError(
+            f"{folder} holds weights built on {base.get('name')} ({base.get('license_name') or base.get('license')}),"
+            " whose licence forbids redistributing them or anything derived from them; publish a head on the frozen"
+            f" encoder instead: medssl-export --base {base.get('name')} --dataset imagefolder --data-root DIR OUT"
+        )
+
+
 def _check_folder(folder: Path) -> tuple[dict, list[str]]:
     """(config, the files to upload): the folder is verified as ``zoo.load`` reads it (config.json validated,
     the model built on the meta device and compared with the safetensors header, then loaded strictly), so what
     is published loads; ``ValueError`` naming the problem otherwise."""
     present = _export_entries(folder)
+    _check_terms(folder, present)
     try:
         zoo.load(folder, local_paths=True)  # zoo.load's own checks, not a copy of them
     except ValueError as e:

@@ -36,7 +36,8 @@ WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE = (
     "README.md",
     "curves.png",
 )
-EXPORT_FILES = frozenset({WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE})
+HEAD_FILE = "head.safetensors"  # a head-only export's linear head (zoo/composed.py)
+EXPORT_FILES = frozenset({WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE, HEAD_FILE})
 # bounds of what a config.json may ask for (anything larger is refused before a model is built)
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_CLASSES = 100_000

@@ -28,7 +28,8 @@ from safetensors.torch import load_file
 
 from zoo.catalogue import CatalogueEntry, catalogue_entry
 from zoo.catalogue_load import load_entry
-from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
+from zoo.composed import is_head_only, load_composed
+from zoo.hub_format import CARD_FILE, HEAD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
 from zoo.registry import close_names, get_entry, is_hub_id, is_model_name
 from zoo.revision import check_commit, check_revision
 from zoo.safetensors_header import read_header
@@ -160,7 +161,7 @@ def _download(
     repo_id: str,
     revision: str | None,
     name: str,
-    weights: tuple[str, ...] = (WEIGHTS_FILE,),
+    weights: tuple[str, ...] = (WEIGHTS_FILE, HEAD_FILE),  # a model, or a head-only export (zoo/composed.py)
     weight_bytes: int = 0,
     access_url: str | None = None,
 ) -> Path:
@@ -385,6 +386,9 @@ def load(
     if not (folder / MODEL_CONFIG_FILE).is_file():
         raise ValueError(f"{folder}: no {MODEL_CONFIG_FILE}; not a timm / MedSSL Zoo model folder")
     config = read_config(folder / MODEL_CONFIG_FILE)
+    if is_head_only(config):  # a head published without its base model's weights: composed with them here
+        pinned = lambda name, commit: load(name, revision=commit, device=device, features_only=True)  # noqa: E731
+        return load_composed(folder, config, pinned, features_only).eval().to(device or "cpu")
     model = _build_checked(folder, config)
     model.pretrained_cfg = {**model.pretrained_cfg, **config["pretrained_cfg"]}
     model.label_names = list(config.get("label_names") or [])

@@ -1,0 +1,95 @@
+"""The base model's terms in a model card: licence, redistribution, gate, citation — for every card built on a
+catalogue encoder (a head-only export, or a run continued from one), so that nobody who downloads the derived
+model loses sight of the terms it inherits."""
+
+from __future__ import annotations
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = ["card_license", "render_head_card", "terms_section"]
+
+METRICS = {"linear_accuracy": "Linear-probe accuracy", "knn_accuracy": "kNN accuracy", "auroc": "AUROC"}
+
+
+def card_license(base: dict) -> dict:
+    """The card's licence fields: the base model's Hub licence id (``other`` with its name and link)."""
+    if base.get("license") in (None, "", "other"):
+        return {"license": "other", "license_name": base.get("license_name") or "see the base model",
+                "license_link": base.get("license_link") or f"https://huggingface.co/{base.get('repo_id')}"}  # fmt: skip
+    return {"license": base["license"]}
+
+
+def terms_section(base: dict) -> str:
+    """Markdown: what the model inherits from the catalogue encoder ``base`` (its ``terms()`` + pinned revision)."""
+    name, repo, revision = base.get("name"), base.get("repo_id"), base.get("revision")
+    redistribute = (
+        "allowed under its licence (keep the licence and notices)"
+        if base.get("redistribute")
+        else "**not allowed**: its weights, and weights derived from them, are never re-published here"
+    )
+    gate = (
+        f"**gated**: request access at {base.get('access_url')}, then `hf auth login` or set `HF_TOKEN`"
+        if base.get("gated")
+        else "not gated"
+    )
+    return f"""## Base model and its terms
+This model is built on the catalogue encoder **{name}** (`{repo}` at revision `{revision}`), and inherits its terms.
+
+| | |
+|---|---|
+| licence | {base.get("license_name") or base.get("license")} {base.get("license_link") or ""} |
+| redistribution of derived weights | {redistribute} |
+| access | {gate} |
+| citation | {base.get("citation") or "see the base model's card"} |
+"""
+
+
+def render_head_card(repo_name: str, config: dict, entry, spec) -> ModelCard:
+    """The card of a head-only export (:mod:`medssl_zoo.hub.export_head`)."""
+    zoo_meta, base = config["zoo"], config["zoo"]["base_model"]
+    metrics, dataset = zoo_meta["metrics"], zoo_meta["probe_dataset"]
+    results = [
+        EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+                   dataset_split="test", metric_type=k, metric_name=v, metric_value=round(float(metrics[k]), 4))
+        for k, v in METRICS.items() if metrics.get(k) is not None
+    ]  # fmt: skip
+    data = ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=["medical", "medssl-zoo", "linear-probe", entry.name],
+        base_model=entry.repo_id,
+        datasets=[dataset],
+        model_name=repo_name,
+        eval_results=results or None,
+        **card_license(base),
+    )
+    table = "\n".join(f"| {v} | {metrics[k]:.4f} |" for k, v in METRICS.items() if metrics.get(k) is not None)
+    labels = ", ".join(f"`{n}`" for n in config["label_names"])
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_name}
+
+A linear probe over {labels} on the frozen **{entry.name}** encoder ({entry.width}-d {entry.pooling} embeddings),
+fitted on **{spec.description}** with MedSSL Zoo. This repository holds **only the head** (`head.safetensors`) and a
+pinned reference to the encoder: `zoo.load` downloads the encoder from its own repository, under its own terms.
+
+```python
+import zoo
+model = zoo.load("<this repository or folder>")   # {entry.name} @ {base.get("revision")} + this head
+```
+
+{terms_section(base)}
+## Intended use and limitations
+For **research** only. **Not for clinical decisions**: not validated on any clinical population.
+
+## Evaluation (test split)
+| metric | value |
+|---|---|
+{table}
+
+## Data
+{spec.description}; licence: {spec.license}. Cite: {spec.citation or "the dataset's authors"}.
+"""
+    return ModelCard(content)
