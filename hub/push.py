@@ -129,11 +129,11 @@ def _check_folder(folder: Path) -> tuple[dict, list[str]]:
     the model built on the meta device and compared with the safetensors header, then loaded strictly), so what
     is published loads; ``ValueError`` naming the problem otherwise."""
     present = _export_entries(folder)
-    _check_terms(folder, present)
     try:
         zoo.load(folder, local_paths=True)  # zoo.load's own checks, not a copy of them
     except ValueError as e:
         raise ValueError(f"{folder} cannot be published: {e}") from e
+    _check_terms(folder, present)
     return read_config(folder / MODEL_CONFIG_FILE), present
 
 
