@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["card_license", "render_head_card", "terms_section"]
+__all__ = ["card_license", "refuse_catalogue_run", "render_head_card", "terms_section"]
 
 METRICS = {"linear_accuracy": "Linear-probe accuracy", "knn_accuracy": "kNN accuracy", "auroc": "AUROC"}
 
@@ -42,6 +42,26 @@ This model is built on the catalogue encoder **{name}** (`{repo}` at revision `{
 | access | {gate} |
 | citation | {base.get("citation") or "see the base model's card"} |
 """
+
+
+def refuse_catalogue_run(run_dir, backbone: str) -> None:
+    """A run continued from a catalogue encoder (``--backbone uni --init uni``) is not exported as a model: its
+    weights derive from the encoder's (never re-published when its licence forbids it), and its architecture's
+    constructor kwargs are trusted code that a ``config.json`` cannot carry."""
+    from zoo.catalogue import catalogue_entry
+
+    entry = catalogue_entry(backbone)
+    if entry is None:
+        return
+    if not entry.redistribute:
+        why = (f"its weights derive from {entry.name} ({entry.license_name or entry.license}), whose licence forbids "
+               "redistributing them or anything derived from them")  # fmt: skip
+    else:
+        why = f"its architecture is {entry.name}'s, whose constructor kwargs a config.json cannot carry"
+    raise ValueError(
+        f"{run_dir} cannot be exported: {why}. Evaluate it with `medssl-evaluate {run_dir}`, or publish a head on "
+        f"the frozen encoder: medssl-export --base {entry.name} --dataset imagefolder --data-root DIR OUT"
+    )
 
 
 def render_head_card(repo_name: str, config: dict, entry, spec) -> ModelCard:

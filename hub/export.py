@@ -25,6 +25,7 @@ import torch
 
 import zoo
 from medssl_zoo.hub.card import render_card
+from medssl_zoo.hub.card_terms import refuse_catalogue_run
 from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
 from zoo.data.run_data import RunData
@@ -307,6 +308,7 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     has_plot = _check_run_files(run_dir)
     run = read_run(run_dir)
+    refuse_catalogue_run(run_dir, run.config.backbone)  # its terms decide, before any work
     if not (run_dir / ENCODER_FILE).is_file():
         raise FileNotFoundError(f"{run_dir} has no {ENCODER_FILE}: is it a finished pre-training run?")
     check_destination(out_dir, run_dir, force)  # fail before the work, not after

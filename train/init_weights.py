@@ -28,6 +28,7 @@ from timm.models import adapt_input_conv
 import zoo
 from medssl_zoo.train.config import PretrainConfig
 from medssl_zoo.train.network import unreachable
+from zoo.catalogue import catalogue_entry
 from zoo.files import sha256_file
 from zoo.safetensors_header import read_header
 
@@ -121,7 +122,32 @@ def _hub_file(backbone: str) -> tuple[Path, str]:
         ) from e
 
 
+def _catalogue_encoder(cfg: PretrainConfig, entry) -> InitialWeights:
+    """A catalogue encoder's weights (continued pre-training); the run records the file, its sha256 and the base
+    model's terms and pinned revision (run.json's ``init_weights``), which every card built on it carries."""
+    if cfg.backbone != entry.name:
+        raise InitError(
+            f"--init {entry.name} continues the catalogue encoder {entry.name}: pass --backbone {entry.name} too "
+            f"(its architecture {entry.architecture} and constructor kwargs come from the catalogue)"
+        )
+    try:
+        encoder = zoo.load(entry.name, features_only=True)
+    except (zoo.ModelNotAvailableError, ValueError) as e:
+        raise InitError(f"--init {cfg.init}: {e}") from e
+    path = Path(encoder.weights_path)
+    base = encoder.zoo_metadata["base_model"]
+    record = {"file": path.name, "sha256": sha256_file(path), "repo_id": entry.repo_id, "base_model": base}
+    log.info(
+        "%s: %s, licence %s, revision %s", entry.name, entry.repo_id, base["license_name"], base["revision"]
+    )
+    metadata = {"architecture": entry.name, "channels": 3}
+    return InitialWeights(encoder.state_dict(), f"--init {cfg.init}", record, metadata=metadata)
+
+
 def _zoo_encoder(cfg: PretrainConfig) -> InitialWeights:
+    entry = catalogue_entry(cfg.init)
+    if entry is not None:
+        return _catalogue_encoder(cfg, entry)
     try:
         encoder = zoo.load(cfg.init, features_only=True)
     except (zoo.ModelNotAvailableError, ValueError) as e:

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-__all__ = ["create_backbone", "check_architecture", "size_kwargs"]
+__all__ = ["check_architecture", "check_backbone", "create_backbone", "size_kwargs"]
 
 
 def check_architecture(name: str) -> None:
@@ -22,6 +22,14 @@ def check_architecture(name: str) -> None:
         f'Unknown timm architecture {name!r}.{hint} Run `python -c "import timm; print(timm.list_models())"` '
         "for the full list."
     )
+
+
+def check_backbone(name: str) -> None:
+    """A pre-training backbone: a timm architecture, or a catalogue encoder (its architecture and kwargs)."""
+    from zoo.catalogue import catalogue_entry  # the catalogue builds on the registry, which needs this module
+
+    if catalogue_entry(name) is None:
+        check_architecture(name)
 
 
 @functools.cache
@@ -53,6 +61,10 @@ def create_backbone(
     ``zero_init_residual=True``. ``image_size`` builds size-dependent architectures (ViTs) for that input size
     (``vit_small_patch16_224`` at 96 px: a 6 x 6 patch grid); others ignore it.
     """
+    from zoo.catalogue_backbone import catalogue_backbone
+
+    if not pretrained and (model := catalogue_backbone(name, in_chans, image_size)) is not None:
+        return model  # a catalogue encoder's own architecture (weights: --init NAME)
     check_architecture(name)
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 (grayscale stem) or 3 (RGB), got {in_chans}")

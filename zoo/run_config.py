@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from zoo.backbones import check_architecture
+from zoo.backbones import check_backbone
 from zoo.data import get_dataset_spec, list_datasets
 from zoo.data.augment_policies import AUGMENT_POLICIES
 from zoo.data.run_data import DEFAULT_CACHE, DataRequest
@@ -256,7 +256,7 @@ class RunConfig(BaseModel):
                 raise ValueError(
                     f"{key}={getattr(self, key)!r} is not valid; choose one of: {', '.join(values())}"
                 )
-        check_architecture(self.backbone)
+        check_backbone(self.backbone)
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         if self.cache_size is not None and self.cache_size < self.image_size:
