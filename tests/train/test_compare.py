@@ -175,3 +175,26 @@ def test_catalogue_stand_ins_in_a_comparison_embed_with_their_pooling(standins, 
         with torch.no_grad():
             expected = model(transform(read_image(path, channels=3)).unsqueeze(0))[0]
         assert torch.allclose(torch.from_numpy(found.rows[row]), expected, atol=1e-5), root
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_comparison_metrics_equal_classification_metrics():
+    """The comparison's fast metrics (confusion matrix + one AUROC) against zoo.probe.classification_metrics,
+    classes absent from the labels included."""
+    from medssl_zoo.train.compare_protocols import scores
+    from zoo.probe import classification_metrics
+
+    g = torch.Generator().manual_seed(0)
+    for classes, n in ((2, 50), (4, 80), (5, 30)):
+        for trial in range(10):
+            p = torch.softmax(torch.randn(n, classes, generator=g) * 2, 1)
+            y = torch.randint(0, classes, (n,), generator=g)
+            if trial % 3 == 0:
+                y[y == classes - 1] = 0
+            fast, reference = scores(p, y, classes), classification_metrics(p, y, classes)
+            for key, value in fast.items():
+                assert (
+                    value == pytest.approx(reference[key], abs=1e-12)
+                    if value is not None
+                    else reference[key] is None
+                )
