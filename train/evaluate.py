@@ -114,8 +114,18 @@ def _items(text: str, kind, what: str) -> tuple:
         raise argparse.ArgumentTypeError(f"{what} {text!r}: {e}") from e
 
 
+def _comparing(argv) -> bool:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return any(a == "--compare" or a.startswith("--compare=") for a in args)
+
+
 def parse_args(argv=None) -> tuple[str, EvalOptions]:
-    """(target, options) from the command line; a bad value is argparse's usage error."""
+    """(target, options) from the command line — with ``--compare``: (encoders, CompareOptions) from
+    :mod:`medssl_zoo.train.compare`'s parser; a bad value is argparse's usage error."""
+    if _comparing(argv):
+        from medssl_zoo.train.compare import parse_args as parse_compare
+
+        return parse_compare(argv)
     p = build_parser()
     args = p.parse_args(argv)
     try:
@@ -150,11 +160,10 @@ def main(argv=None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
-    args = sys.argv[1:] if argv is None else list(argv)
-    if any(a == "--compare" or a.startswith("--compare=") for a in args):
+    if _comparing(argv):
         from medssl_zoo.train.compare import main as compare_main
 
-        return compare_main(args)
+        return compare_main(argv)
     target, options = parse_args(argv)
     try:
         result = evaluate(target, options)
