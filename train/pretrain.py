@@ -105,7 +105,8 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
         precision = "bf16" if bf16_is_fast(device_type) else "no"
     return Accelerator(
         mixed_precision=precision,
-        gradient_accumulation_steps=cfg.grad_accum_steps,
+        # no gradient_accumulation_steps: the Trainer decides which batch ends an optimizer step from its own count
+        # of batches (Accelerate's decision follows the loader's state, one batch early behind a prefetcher)
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
         # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch);
         # non_blocking: pinned batches are copied to the GPU while the next one is fetched
@@ -190,8 +191,22 @@ def build_scheduler(cfg: PretrainConfig, optimizer, steps: int) -> CosineLRSched
 def total_steps(cfg: PretrainConfig, num_train: int) -> tuple[int, int]:
     """(optimizer steps of the whole run, loader batches per epoch)."""
     batches_per_epoch = num_train // cfg.batch_size
-    steps = cfg.max_steps or cfg.epochs * batches_per_epoch // cfg.grad_accum_steps
+    steps = cfg.max_steps or cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     return steps, batches_per_epoch
+
+
+def ends_a_step(batch_index: int, batches_per_epoch: int, accum: int) -> bool:
+    """Whether the ``batch_index``-th batch of the run (0-based) is the last of an optimizer step: every ``accum``
+    batches, and the last batch of each epoch (a shorter window, as Accelerate's sync at the end of a loader)."""
+    within = batch_index % batches_per_epoch
+    return (within + 1) % accum == 0 or within + 1 == batches_per_epoch
+
+
+def batches_before(step: int, batches_per_epoch: int, accum: int) -> int:
+    """Loader batches consumed by ``step`` optimizer steps (the inverse of :func:`ends_a_step`): where a resumed
+    run continues."""
+    epochs, within = divmod(step, math.ceil(batches_per_epoch / accum))
+    return epochs * batches_per_epoch + within * accum
 
 
 def setup_threads(cfg: PretrainConfig, accelerator: Accelerator) -> None:
@@ -343,22 +358,24 @@ class Trainer:
         views += [self.local_augment(images, ids, epoch, view=2 + i) for i in range(self.cfg.local_crops)]
         return tuple(views)
 
-    def optimize(self, views: tuple[torch.Tensor, ...]) -> dict | None:
-        """Forward, backward and (every grad_accum_steps) an optimizer step, with the method's schedules around it;
-        the step's loss and embedding spread as device tensors (no host synchronisation here)."""
+    def optimize(self, views: tuple[torch.Tensor, ...], ends_step: bool = True) -> dict | None:
+        """Forward, backward and, when this batch ``ends_step``, an optimizer step, with the method's schedules
+        around it; the step's loss and embedding spread as device tensors (no host synchronisation here). Gradients
+        of the other batches accumulate without an all-reduce (DDP's ``no_sync``), each loss divided by
+        ``grad_accum_steps`` (as Accelerate's ``accumulate`` does, the epoch's shorter last window included)."""
         progress = self.state.step / self.steps
         self.method.set_progress(progress)
-        with self.accelerator.accumulate(self.model):
+        with contextlib.nullcontext() if ends_step else self.accelerator.no_sync(self.model):
             out = self.model(*views)
-            self.accelerator.backward(out["loss"])
-            if self.accelerator.sync_gradients:
-                self.method.before_optimizer_step(progress)
-                if self.cfg.clip_grad:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if not self.accelerator.sync_gradients:
+            loss = out["loss"] / self.cfg.grad_accum_steps if self.cfg.grad_accum_steps > 1 else out["loss"]
+            self.accelerator.backward(loss)
+        if not ends_step:
             return None
+        self.method.before_optimizer_step(progress)
+        if self.cfg.clip_grad:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.method.after_optimizer_step(self.state.step / self.steps)  # the EMA teacher follows the student
         if self.scheduler:
@@ -380,15 +397,16 @@ class Trainer:
             disable=not (self.main and self.cfg.progress),
             mininterval=0.5 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s
         )
-        batches_done = self.state.step * self.cfg.grad_accum_steps
+        accum = self.cfg.grad_accum_steps
+        batches_done = batches_before(self.state.step, self.batches_per_epoch, accum)
         self.stop.in_loop = True  # from here SIGTERM ends the run at the end of the current step
         while self.state.step < self.steps:
             epoch, skip = divmod(batches_done, self.batches_per_epoch)
             self.loader.set_epoch(epoch)
             batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
             for views in self.pipeline(batches, epoch):
+                stats = self.optimize(views, ends_a_step(batches_done, self.batches_per_epoch, accum))
                 batches_done += 1
-                stats = self.optimize(views)
                 if stats is not None:
                     lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
                     self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})
