@@ -113,6 +113,8 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(
             split_batches=True, use_seedable_sampler=True, non_blocking=True
         ),
+        # --compile: Accelerate compiles in prepare, outside DDP (torch.compile(DDP(model)), its documented order)
+        **({"dynamo_backend": "inductor"} if cfg.compile else {}),
     )
 
 
@@ -295,8 +297,6 @@ class Trainer:
         model = build_model(cfg, ds.channels, self.accelerator, epoch_fraction, init)
         optimizer = build_optimizer(cfg, model, self.accelerator.device.type)
 
-        if cfg.compile:
-            model = torch.compile(model)
         on_gpu = self.accelerator.device.type == "cuda"
         loader = make_loader(
             self.data.train[0], cfg.batch_size, pin_memory=on_gpu, workers=cfg.loader_workers
@@ -348,8 +348,10 @@ class Trainer:
 
     @property
     def method(self) -> SSLModel:
-        """The SSL model itself (not its distributed wrapper): its schedules and evaluated encoder."""
-        return self.accelerator.unwrap_model(self.model)
+        """The SSL model itself (not its distributed or compiled wrapper): its schedules and evaluated encoder.
+        ``keep_torch_compile=False``: Accelerate's default re-points a compiled wrapper at the unwrapped module,
+        which would take a compiled DDP model out of its DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def make_views(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
         """Two global views (and ``local_crops`` local ones) of a uint8 batch; a function of (seed, epoch, sample
