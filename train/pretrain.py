@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 from safetensors import SafetensorError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
@@ -96,15 +96,19 @@ def writing(what: str, run_dir: Path):
         ) from e
 
 
+def choose_precision(requested: str) -> str:
+    """``auto``: bf16 where the run's device computes it fast, else fp32. The device is the CPU under
+    ``accelerate launch --cpu`` on a GPU machine: ACCELERATE_USE_CPU read as Accelerate reads it (it writes
+    ``True``, capitalised)."""
+    if requested != "auto":
+        return requested
+    on_cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return "bf16" if bf16_is_fast("cpu" if on_cpu else "cuda") else "no"
+
+
 def build_accelerator(cfg: PretrainConfig) -> Accelerator:
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        device_type = (
-            "cuda" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU") != "true" else "cpu"
-        )
-        precision = "bf16" if bf16_is_fast(device_type) else "no"
     return Accelerator(
-        mixed_precision=precision,
+        mixed_precision=choose_precision(cfg.mixed_precision),
         # no gradient_accumulation_steps: the Trainer decides which batch ends an optimizer step from its own count
         # of batches (Accelerate's decision follows the loader's state, one batch early behind a prefetcher)
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
@@ -295,6 +299,9 @@ class Trainer:
         cfg, ds = self.cfg, self.data.dataset
         epoch_fraction = min(1.0, self.batches_per_epoch / self.steps)
         model = build_model(cfg, ds.channels, self.accelerator, epoch_fraction, init)
+        model = model.to(
+            self.accelerator.device
+        )  # before the optimizer: fused kernels take the device's parameters
         optimizer = build_optimizer(cfg, model, self.accelerator.device.type)
 
         on_gpu = self.accelerator.device.type == "cuda"
