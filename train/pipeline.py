@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["IndexedImages", "GatherCollate", "make_loader", "ViewPipeline", "CudaStreams", "InlineStreams"]
+__all__ = [
+    "IndexedImages",
+    "GatherCollate",
+    "make_loader",
+    "ViewPipeline",
+    "MultiCropViews",
+    "CudaStreams",
+    "InlineStreams",
+]
 
 
 class IndexedImages(Dataset):
@@ -55,6 +63,25 @@ def make_loader(images: torch.Tensor, batch_size: int, pin_memory: bool, workers
         num_workers=workers,
         persistent_workers=workers > 0,
     )
+
+
+class MultiCropViews:
+    """The views of a uint8 batch: two global views and ``local_crops`` local ones (multi-crop, DINO), each a
+    function of (seed, epoch, sample id, view index) only, so any process or prefetcher makes the same ones.
+
+    Args:
+        global_augment: ``(images, ids, epoch, view) -> B x C x S x S`` at the run's image size (views 0, 1).
+        local_augment: the same at the local crops' size and scale (views 2, 3, ...).
+        local_crops: how many local views.
+    """
+
+    def __init__(self, global_augment: Callable, local_augment: Callable, local_crops: int = 0):
+        self.global_augment, self.local_augment, self.local_crops = global_augment, local_augment, local_crops
+
+    def __call__(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
+        views = [self.global_augment(images, ids, epoch, view=v) for v in (0, 1)]
+        views += [self.local_augment(images, ids, epoch, view=2 + i) for i in range(self.local_crops)]
+        return tuple(views)
 
 
 class CudaStreams:
