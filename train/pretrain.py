@@ -446,7 +446,16 @@ class Trainer:
         while self.state.step < self.steps:
             epoch, skip = divmod(self.batches_done, self.batches_per_epoch)
             self.loader.set_epoch(epoch)
-            yield epoch, self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            yield epoch, self.skipping(skip) if skip else self.loader
+
+    def skipping(self, skip: int) -> Iterable:
+        """The loader without its first ``skip`` batches (a resumed epoch), copying to the device without blocking
+        as the prepared loader does: Accelerate's ``skip_first_batches`` builds a new loader that drops the
+        setting (accelerate 1.x), so a resumed epoch's copies would wait for the device."""
+        skipped = self.accelerator.skip_first_batches(self.loader, skip)
+        if hasattr(skipped, "_non_blocking"):
+            skipped._non_blocking = getattr(self.loader, "_non_blocking", False)
+        return skipped
 
     def next_batch_ends_a_step(self) -> bool:
         """Count the batch about to be used; whether it is the last of an optimizer step (:func:`ends_a_step`)."""

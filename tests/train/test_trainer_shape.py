@@ -33,3 +33,16 @@ def test_the_trainer_hands_its_augmenters_to_the_pipeline_and_has_its_bar(tmp_pa
     assert [v.shape[-1] for v in made] == [32, 32, 16, 16]
     assert trainer.bar.total == trainer.steps  # made in __init__, not by run()
     assert not hasattr(trainer, "make_views")  # no Trainer callback: the pipeline makes the views
+
+
+@pytest.mark.timeout(300)
+def test_a_resumed_epoch_keeps_non_blocking_copies(tmp_path):
+    """issue 21.6: the loader of a resumed epoch (skip_first_batches) copies without blocking like the prepared one."""
+    cfg, _ = parse_args(args(tmp_path / "run", "--max-steps", "10"))
+    trainer = Trainer(cfg)
+    assert trainer.loader._non_blocking  # DataLoaderConfiguration(non_blocking=True)
+    trainer.state.step = 1  # one step into the first epoch: its first batch is skipped
+    epoch, batches = next(trainer.epochs())
+    assert epoch == 0 and batches is not trainer.loader
+    assert batches._non_blocking
+    assert len(list(batches)) == trainer.batches_per_epoch - 1
