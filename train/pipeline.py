@@ -107,6 +107,13 @@ class CudaStreams:
         for tensor in tensors:
             tensor.record_stream(torch.cuda.current_stream())
 
+    def used_by_side(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        """The batch, copied on the main stream, read on the side one: its memory is not handed to the main stream's
+        next allocation (the next batch's copy) before the side stream has read it."""
+        for tensor in tensors:
+            if tensor.is_cuda:
+                tensor.record_stream(self.stream)
+
 
 class InlineStreams:
     """The same calls on one device queue (a CPU): every call is a no-op, so the prefetching order itself runs on
@@ -122,6 +129,9 @@ class InlineStreams:
         pass
 
     def used_by_main(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        pass
+
+    def used_by_side(self, tensors: tuple[torch.Tensor, ...]) -> None:
         pass
 
 
@@ -168,5 +178,6 @@ class ViewPipeline:
             return None
         images, ids = batch
         self.streams.side_waits_for_main()
+        self.streams.used_by_side((images, ids))
         with self.streams.side():
             return self.make_views(images, ids, epoch)

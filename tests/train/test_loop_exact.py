@@ -38,6 +38,9 @@ class RecordingStreams(InlineStreams):
     def used_by_main(self, tensors):
         self.log.append(("used", int(tensors[0][0])))
 
+    def used_by_side(self, tensors):
+        self.log.append(("side reads", int(tensors[1][0])))
+
 
 def test_the_prefetcher_yields_each_batchs_own_views_one_batch_ahead():
     log = []
@@ -58,7 +61,8 @@ def test_the_prefetcher_yields_each_batchs_own_views_one_batch_ahead():
     for k in range(5):
         made, used, step = log.index(("make", k, True)), log.index(("used", k)), log.index(("step", k))
         waited = max(i for i, e in enumerate(log[:used]) if e == ("main waits",))
-        assert log[made - 1] == ("side waits",)  # the side stream waited for the batch's copy, then made it
+        # the side stream waited for the batch's copy and marked the batch as read by it, then made the views
+        assert log[made - 2 : made] == [("side waits",), ("side reads", k)]
         assert made < waited < used < step  # the main stream waits for the views before it uses them
         if k < 4:  # the next batch's views are enqueued before this step runs (the overlap)
             assert log.index(("make", k + 1, True)) < step
