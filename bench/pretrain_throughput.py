@@ -9,13 +9,19 @@ transforms + ``DataLoader(num_workers=cores, pin_memory=True)``) on the same ima
     python bench/pretrain_throughput.py --recipe simclr-breast --data-root DIR --steps 5  # any recipe
 
 Timings: wall clock over ``--steps`` steps after ``--warmup`` (CUDA synchronised at both ends only, so input work
-may overlap with compute as in a real run); data wait = host time blocked on the next batch's views.
+may overlap with compute as in a real run). Data wait: on CUDA the time the device sits idle between one step's
+last kernel and the next step's first (CUDA events), on the CPU the host time blocked on the next batch's views.
+Every configuration gets enough images for at least ``MIN_BATCHES`` batches per epoch (epoch ends, where the
+loaders restart, are part of what is measured). The bound is the real step (forward, backward, optimizer step,
+EMA, channels_last views) on random input; the conventional pipeline decodes the same original files (the run's
+train split) at their resolution every time, with every core a loader worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -40,6 +46,8 @@ PRESETS = {
     ],
     "default": [],
 }
+MIN_BATCHES = 8  # per epoch, at every batch size
+TRAIN_SHARE = 0.6  # lower bound of the train split's share of a dataset (the default split keeps ~70 %)
 METHODS = {  # the default run's backbone and batch, one row per method (DINO also with its multi-crop)
     "simclr": [],
     "byol": ["--method", "byol"],
@@ -71,68 +79,82 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _views_forever(trainer):
+    """The trainer's own pipeline over epoch after epoch, as its loop runs it."""
+    epoch = 0
+    while True:
+        trainer.loader.set_epoch(epoch)
+        yield from trainer.pipeline(trainer.loader, epoch)
+        epoch += 1
+
+
 def _timed_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
-    """(seconds for ``steps`` steps, seconds of them blocked on input) through the trainer's own pipeline."""
+    """(seconds for ``steps`` steps, seconds of them waiting for input) through the trainer's own pipeline: on CUDA
+    the device's idle time between a step's end and the next step's start (events), on the CPU host time in next()."""
+    import torch
+
     device = trainer.accelerator.device
-
-    def views_forever():
-        epoch = 0
-        while True:
-            trainer.loader.set_epoch(epoch)
-            yield from trainer.pipeline(trainer.loader, epoch)
-            epoch += 1
-
-    views = views_forever()
+    views = _views_forever(trainer)
     for _ in range(warmup):
         trainer.optimize(next(views))
     _sync(device)
-    start, waited = time.perf_counter(), 0.0
+    gaps = []  # CUDA: (end of step k, start of step k+1) event pairs
+    start, waited, ended = time.perf_counter(), 0.0, None
     for _ in range(steps):
         t0 = time.perf_counter()
         batch = next(views)
         waited += time.perf_counter() - t0
+        if device.type == "cuda":
+            begun = torch.cuda.Event(enable_timing=True)
+            begun.record()
+            if ended is not None:
+                gaps.append((ended, begun))
         trainer.optimize(batch)
+        if device.type == "cuda":
+            ended = torch.cuda.Event(enable_timing=True)
+            ended.record()
     _sync(device)
-    return time.perf_counter() - start, waited
+    seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        waited = sum(a.elapsed_time(b) for a, b in gaps) / 1000
+    return seconds, waited
 
 
 def compute_bound(trainer, cfg, steps: int) -> float:
-    """Two-view samples/s of the bare model on random input on the trainer's device: forward + backward only."""
+    """Two-view samples/s of the real step on random input on the trainer's device: forward, backward, optimizer
+    step, EMA and schedules (``Trainer.optimize``), with channels_last views like the pipeline's."""
     import torch
 
-    model, device = trainer.method, trainer.accelerator.device
-    shape = (cfg.batch_size, trainer.data.dataset.channels, cfg.image_size, cfg.image_size)
-    x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
-    views = [x, x] + [
-        torch.randn(cfg.batch_size, shape[1], cfg.local_size, cfg.local_size, device=device)
-    ] * cfg.local_crops
+    device, channels = trainer.accelerator.device, trainer.data.dataset.channels
+
+    def view(size: int) -> torch.Tensor:
+        x = torch.randn(cfg.batch_size, channels, size, size, device=device)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    views = (view(cfg.image_size), view(cfg.image_size), *[view(cfg.local_size)] * cfg.local_crops)
     for i in range(steps + 2):
         if i == 2:
             _sync(device)
             start = time.perf_counter()
-        with trainer.accelerator.autocast():
-            loss = model(*views)["loss"]
-        loss.backward()
-        model.zero_grad(set_to_none=True)
+        trainer.optimize(views)
     _sync(device)
     return cfg.batch_size * steps / (time.perf_counter() - start)
 
 
-def conventional(trainer, cfg, root: Path, steps: int, warmup: int) -> float:
-    """samples/s of the usual pipeline on the same images, model and optimizer: ImageFolder + per-image v2 SSL
-    transforms (PIL decode every time) + DataLoader(num_workers=cores, pin_memory=True)."""
+def conventional(trainer, cfg, steps: int, warmup: int) -> float:
+    """samples/s of the usual pipeline on the same images, model and optimizer: the run's train split read from its
+    original files (decoded every time, at their resolution) + per-image v2 SSL transforms +
+    DataLoader(num_workers=cores, pin_memory=True, persistent workers)."""
     import torch
     from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
 
     from zoo.data import TwoViews, ssl_transform
 
     ds = trainer.data.dataset
-    per_image = v2.Compose([v2.PILToTensor(), ssl_transform(cfg.image_size, ds.channels, ds.mean, ds.std)])
+    per_image = ssl_transform(cfg.image_size, ds.channels, ds.mean, ds.std)
     device = trainer.accelerator.device
     loader = DataLoader(
-        ImageFolder(str(root), transform=TwoViews(per_image)),
+        ds.split("train", transform=TwoViews(per_image)),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,
@@ -165,7 +187,7 @@ def conventional(trainer, cfg, root: Path, steps: int, warmup: int) -> float:
     return cfg.batch_size * steps / (time.perf_counter() - start)
 
 
-def measure(argv: list[str], steps: int, warmup: int, png_root: str | None) -> dict:
+def measure(argv: list[str], steps: int, warmup: int, with_conventional: bool) -> dict:
     """Inside a fresh process: the real trainer, timed."""
     import torch
 
@@ -176,6 +198,11 @@ def measure(argv: list[str], steps: int, warmup: int, png_root: str | None) -> d
     start = time.perf_counter()
     trainer = Trainer(cfg, resume=None)
     setup_s = time.perf_counter() - start
+    if trainer.batches_per_epoch < MIN_BATCHES:
+        raise SystemExit(
+            f"{trainer.batches_per_epoch} batches per epoch: give at least {MIN_BATCHES} (more images or a smaller "
+            "batch), or the measurement is mostly epoch ends"
+        )
     seconds, waited = _timed_steps(trainer, steps, warmup)
     result = {
         "device": torch.cuda.get_device_name(0) if trainer.accelerator.device.type == "cuda" else "cpu",
@@ -186,20 +213,31 @@ def measure(argv: list[str], steps: int, warmup: int, png_root: str | None) -> d
         "threads": torch.get_num_threads(),
         "precision": trainer.accelerator.mixed_precision,
         "setup_s": round(setup_s, 1),
+        "batches_per_epoch": trainer.batches_per_epoch,
         "samples_per_s": round(cfg.batch_size * steps / seconds, 1),
         "step_ms": round(1000 * seconds / steps, 1),
         "data_wait_share": round(waited / seconds, 4),
         "bound_samples_per_s": round(compute_bound(trainer, cfg, max(2, steps // 2)), 1),
     }
     result["share_of_bound"] = round(result["samples_per_s"] / result["bound_samples_per_s"], 3)
-    if png_root:
-        result["conventional_samples_per_s"] = round(
-            conventional(trainer, cfg, Path(png_root), steps, warmup), 1
-        )
+    if with_conventional:
+        result["conventional_samples_per_s"] = round(conventional(trainer, cfg, steps, warmup), 1)
         result["speedup_vs_conventional"] = round(
             result["samples_per_s"] / result["conventional_samples_per_s"], 2
         )
     return result
+
+
+def configured(argv: list[str]):
+    """The run configuration these trainer arguments give (the recipe's, with the flags over it)."""
+    from medssl_zoo.train.config import parse_args
+
+    return parse_args([*argv, "--output-dir", "null"])[0]
+
+
+def images_for(batch_size: int, at_least: int = 0) -> int:
+    """Images for at least ``MIN_BATCHES`` train batches per epoch."""
+    return max(at_least, math.ceil(MIN_BATCHES * batch_size / TRAIN_SHARE))
 
 
 def run_child(name: str, argv: list[str], args, tmp: Path, png_root: Path | None) -> dict | None:
@@ -209,8 +247,10 @@ def run_child(name: str, argv: list[str], args, tmp: Path, png_root: Path | None
         argv += ["--batch-size", str(args.batch_size)]
     if png_root is not None:
         argv += ["--data-root", str(png_root)]
+    elif (cfg := configured(argv)).dataset == "synthetic":  # enough images for MIN_BATCHES batches per epoch
+        argv += ["--dataset-options", f"{{num_images: {images_for(cfg.batch_size, args.images)}}}"]
     env = {**os.environ, "ZOO_HOME": str(tmp / "zoo_home"), "ZOO_CACHE": str(tmp / "cache")}
-    conv = ["--conventional-root", str(png_root)] if args.conventional and png_root else []
+    conv = ["--conventional"] if args.conventional and png_root else []
     cmd = [
         sys.executable,
         __file__,
@@ -236,10 +276,10 @@ def child_main() -> int:
     parser.add_argument("--child", action="store_true")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
-    parser.add_argument("--conventional-root")
+    parser.add_argument("--conventional", action="store_true")
     args, trainer_argv = parser.parse_known_args()
     print(
-        "RESULT " + json.dumps(measure(trainer_argv, args.steps, args.warmup, args.conventional_root)),
+        "RESULT " + json.dumps(measure(trainer_argv, args.steps, args.warmup, args.conventional)),
         flush=True,
     )
     return 0
@@ -259,20 +299,24 @@ def main() -> int:
         "--conventional", action="store_true", help="also time the conventional pipeline (PNGs)"
     )
     parser.add_argument(
-        "--images", type=int, default=96, help="PNGs to make for r50-png (at least 2 batches)"
+        "--images",
+        type=int,
+        default=0,
+        help=f"images at least (at least {MIN_BATCHES} batches per epoch anyway)",
     )
     args, rest = parser.parse_known_args()
     runs = METHODS if args.only == "methods" else {k: v for k, v in PRESETS.items() if args.only in (None, k)}
     runs = {"custom": rest} if rest else runs
     results = []
+    batch_flag = ["--batch-size", str(args.batch_size)] if args.batch_size else []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for name, extra in runs.items():
-            png = (
-                make_png_folder(tmp / "png", max(args.images, 2 * (args.batch_size or 32)))
-                if name == "r50-png"
-                else None
-            )
+            png = None
+            if name == "r50-png":
+                png = make_png_folder(
+                    tmp / "png", images_for(configured(extra + batch_flag).batch_size, args.images)
+                )
             result = run_child(name, extra, args, tmp, png)
             if result is None:
                 return 1

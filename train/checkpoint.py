@@ -11,11 +11,13 @@ are ever deleted by rotation; links are never followed or deleted through.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import shutil
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file
 
 from zoo.files import (
     atomic_write_json,
@@ -32,6 +35,7 @@ from zoo.files import (
     temporary_path,
 )
 from zoo.run_dir import CHECKPOINTS_DIR
+from zoo.wrapped import unwrapped_keys
 
 __all__ = [
     "CheckpointError",
@@ -122,7 +126,8 @@ def save_checkpoint(
         name = [temporary_path(final).name]
     tmp = final.parent / broadcast_object_list(name)[0]  # every process writes into the same folder
     try:
-        accelerator.save_state(str(tmp))
+        with _hooked(accelerator.register_save_state_pre_hook(_save_unwrapped)):
+            accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()  # every rank's files are written before they are hashed
         if main:
             record = {**asdict(state), "run_id": run_id, "config": config, "files": _manifest(tmp)}
@@ -343,5 +348,40 @@ def newest_intact_checkpoint(
 
 
 def load_checkpoint(accelerator: Accelerator, folder: Path) -> None:
-    """Restore model, optimizer, scheduler-free RNG and loader states from a verified checkpoint."""
-    accelerator.load_state(str(folder))
+    """Restore model, optimizer, scheduler-free RNG and loader states from a verified checkpoint; the model's
+    weights by their unwrapped names, so a checkpoint of a DDP or compiled model (or one written by an older
+    version with ``module.`` / ``_orig_mod.`` keys) loads into any other combination."""
+    with _hooked(accelerator.register_load_state_pre_hook(_loader_of_unwrapped(accelerator, folder))):
+        accelerator.load_state(str(folder))
+
+
+@contextlib.contextmanager
+def _hooked(handle):
+    """An Accelerate hook registered for the duration of one save or load."""
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _model_file(index: int) -> str:
+    return MODEL_FILE if index == 0 else MODEL_FILE.replace(".safetensors", f"_{index}.safetensors")
+
+
+def _save_unwrapped(models: list, weights: list, output_dir: str) -> None:
+    """Accelerate's save hook: each model's weights under their unwrapped names (no ``module.``/``_orig_mod.``)."""
+    # an OrderedDict as state_dict() returns: Accelerate makes only those contiguous (channels_last) before saving
+    weights[:] = [OrderedDict(unwrapped_keys(state)) for state in weights]
+
+
+def _loader_of_unwrapped(accelerator: Accelerator, folder: Path):
+    """Accelerate's load hook: load each model's weights into the unwrapped model, keys unwrapped, every key
+    checked (strict); the models are then taken off Accelerate's list, which would load them by their wrapped names."""
+
+    def load_models(models: list, input_dir: str) -> None:
+        for index, model in enumerate(models):
+            state = unwrapped_keys(load_file(folder / _model_file(index)))
+            accelerator.unwrap_model(model, keep_torch_compile=False).load_state_dict(state, strict=True)
+        models.clear()
+
+    return load_models

@@ -19,6 +19,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch train/pretrain.py`
@@ -26,7 +28,7 @@ if __package__ in (None, ""):  # `python train/pretrain.py` / `accelerate launch
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, parse_flag_from_env, set_seed
 from safetensors import SafetensorError
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
@@ -53,7 +55,7 @@ from medssl_zoo.train.monitor import (
     embedding_spread,
     plot_curves,
 )
-from medssl_zoo.train.pipeline import ViewPipeline, make_loader
+from medssl_zoo.train.pipeline import MultiCropViews, ViewPipeline, make_loader
 from medssl_zoo.train.stopping import TERMINATED_EXIT, SigtermStop, Terminated
 from medssl_zoo.train.tracking import check_trackers, end_trackers, log_image, parse_trackers, start_trackers
 from zoo.data.batch_augment import BatchAugment
@@ -98,22 +100,29 @@ def writing(what: str, run_dir: Path):
         ) from e
 
 
+def choose_precision(requested: str) -> str:
+    """``auto``: bf16 where the run's device computes it fast, else fp32. The device is the CPU under
+    ``accelerate launch --cpu`` on a GPU machine: ACCELERATE_USE_CPU read as Accelerate reads it (it writes
+    ``True``, capitalised)."""
+    if requested != "auto":
+        return requested
+    on_cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return "bf16" if bf16_is_fast("cpu" if on_cpu else "cuda") else "no"
+
+
 def build_accelerator(cfg: PretrainConfig) -> Accelerator:
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        device_type = (
-            "cuda" if torch.cuda.is_available() and os.environ.get("ACCELERATE_USE_CPU") != "true" else "cpu"
-        )
-        precision = "bf16" if bf16_is_fast(device_type) else "no"
     return Accelerator(
-        mixed_precision=precision,
-        gradient_accumulation_steps=cfg.grad_accum_steps,
+        mixed_precision=choose_precision(cfg.mixed_precision),
+        # no gradient_accumulation_steps: the Trainer decides which batch ends an optimizer step from its own count
+        # of batches (Accelerate's decision follows the loader's state, one batch early behind a prefetcher)
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
         # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch);
         # non_blocking: pinned batches are copied to the GPU while the next one is fetched
         dataloader_config=DataLoaderConfiguration(
             split_batches=True, use_seedable_sampler=True, non_blocking=True
         ),
+        # --compile: Accelerate compiles in prepare, outside DDP (torch.compile(DDP(model)), its documented order)
+        **({"dynamo_backend": "inductor"} if cfg.compile else {}),
     )
 
 
@@ -125,12 +134,11 @@ def build_model(
     init: InitialWeights | None = None,
 ) -> SSLModel:
     """The method on its backbone (starting from ``init``, the weights ``cfg.init`` names), global BatchNorm on
-    several processes; ``epoch_fraction`` (one epoch / the run) is the part of training during which DINO keeps its
-    last layer fixed."""
-    spec = get_method_spec(cfg.method)
-    model_options = {"momentum": cfg.ema_momentum} if cfg.ema_momentum is not None else {}
-    if "freeze_last_layer" in spec.model_kwargs:
-        model_options["freeze_last_layer"] = epoch_fraction
+    several processes; ``epoch_fraction`` (one epoch / the run) goes to the method's spec, which sets what depends
+    on the run's length (DINO: the part of training during which its last layer is fixed)."""
+    model_options = get_method_spec(cfg.method).options_for_run(epoch_fraction)
+    if cfg.ema_momentum is not None:
+        model_options["momentum"] = cfg.ema_momentum
     model = create_method(
         cfg.method,
         cfg.backbone,
@@ -189,17 +197,64 @@ def build_scheduler(cfg: PretrainConfig, optimizer, steps: int) -> CosineLRSched
     return scheduler
 
 
+def build_views(cfg: PretrainConfig, dataset) -> MultiCropViews:
+    """The augmenters of the run's views: global views at ``image_size``, multi-crop local views at their own size
+    and scale (``local_crops`` of them)."""
+
+    def augmenter(size: int, crop_scale) -> BatchAugment:
+        return BatchAugment(
+            size,
+            dataset.channels,
+            dataset.mean,
+            dataset.std,
+            policy=cfg.augment,
+            paper_mode=cfg.paper_mode,
+            crop_scale=tuple(crop_scale) if crop_scale else None,
+            seed=cfg.seed,
+        )
+
+    return MultiCropViews(
+        augmenter(cfg.image_size, cfg.crop_scale),
+        augmenter(cfg.local_size, cfg.local_crop_scale),
+        cfg.local_crops,
+    )
+
+
 def total_steps(cfg: PretrainConfig, num_train: int) -> tuple[int, int]:
     """(optimizer steps of the whole run, loader batches per epoch)."""
     batches_per_epoch = num_train // cfg.batch_size
-    steps = cfg.max_steps or cfg.epochs * batches_per_epoch // cfg.grad_accum_steps
+    steps = cfg.max_steps or cfg.epochs * math.ceil(batches_per_epoch / cfg.grad_accum_steps)
     return steps, batches_per_epoch
+
+
+def ends_a_step(batch_index: int, batches_per_epoch: int, accum: int) -> bool:
+    """Whether the ``batch_index``-th batch of the run (0-based) is the last of an optimizer step: every ``accum``
+    batches, and the last batch of each epoch (a shorter window, as Accelerate's sync at the end of a loader)."""
+    within = batch_index % batches_per_epoch
+    return (within + 1) % accum == 0 or within + 1 == batches_per_epoch
+
+
+def batches_before(step: int, batches_per_epoch: int, accum: int) -> int:
+    """Loader batches consumed by ``step`` optimizer steps (the inverse of :func:`ends_a_step`): where a resumed
+    run continues."""
+    epochs, within = divmod(step, math.ceil(batches_per_epoch / accum))
+    return epochs * batches_per_epoch + within * accum
 
 
 def setup_threads(cfg: PretrainConfig, accelerator: Accelerator) -> None:
     if accelerator.device.type == "cpu":
         per_process = cfg.num_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes)
         torch.set_num_threads(per_process)
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the loop does after an optimizer step."""
+
+    log: bool
+    evaluate: bool
+    checkpoint: bool
+    stop: str | None  # "halted_at_step" / "terminated_at_step"
 
 
 class Trainer:
@@ -263,6 +318,13 @@ class Trainer:
             )
         self.collapse = CollapseDetector(after_step=cfg.warmup_steps)
         self.pending: list[dict] = []  # step records whose loss is still a device tensor
+        self.bar = tqdm(
+            total=self.steps,
+            initial=self.state.step,
+            desc="pretrain",
+            disable=not (self.main and cfg.progress),
+            mininterval=0.5 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s
+        )
         self.stop.connect(self.accelerator)
 
     def _resume_from(self, claim: RunClaim) -> None:
@@ -277,40 +339,20 @@ class Trainer:
         log.info("resumed from %s at step %d", claim.checkpoint, self.state.step)
 
     def _build(self, init: InitialWeights | None) -> None:
-        cfg, ds = self.cfg, self.data.dataset
+        """``self.model`` (the SSL model, in its distributed / compiled wrapper: what steps), the optimizer, the
+        loader, the schedule and the view pipeline; ``self.method`` is the SSL model itself."""
+        cfg = self.cfg
         epoch_fraction = min(1.0, self.batches_per_epoch / self.steps)
-        model = build_model(cfg, ds.channels, self.accelerator, epoch_fraction, init)
-        optimizer = build_optimizer(cfg, model, self.accelerator.device.type)
-
-        if cfg.compile:
-            model = torch.compile(model)
+        method = build_model(cfg, self.data.dataset.channels, self.accelerator, epoch_fraction, init)
+        method = method.to(self.accelerator.device)  # before the optimizer: fused kernels take the device's
+        optimizer = build_optimizer(cfg, method, self.accelerator.device.type)
         on_gpu = self.accelerator.device.type == "cuda"
         loader = make_loader(
             self.data.train[0], cfg.batch_size, pin_memory=on_gpu, workers=cfg.loader_workers
         )
-        self.model, self.optimizer, self.loader = self.accelerator.prepare(model, optimizer, loader)
-        self.pipeline = ViewPipeline(self.make_views, self.accelerator.device)
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(method, optimizer, loader)
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
-        self.augment = BatchAugment(
-            cfg.image_size,
-            ds.channels,
-            ds.mean,
-            ds.std,
-            policy=cfg.augment,
-            paper_mode=cfg.paper_mode,
-            crop_scale=tuple(cfg.crop_scale) if cfg.crop_scale else None,
-            seed=cfg.seed,
-        )
-        self.local_augment = BatchAugment(  # multi-crop: local views at their own size and scale
-            cfg.local_size,
-            ds.channels,
-            ds.mean,
-            ds.std,
-            policy=cfg.augment,
-            paper_mode=cfg.paper_mode,
-            crop_scale=tuple(cfg.local_crop_scale),
-            seed=cfg.seed,
-        )
+        self.pipeline = ViewPipeline(build_views(cfg, self.data.dataset), self.accelerator.device)
 
     @property
     def encoder(self) -> torch.nn.Module:
@@ -335,32 +377,29 @@ class Trainer:
 
     @property
     def method(self) -> SSLModel:
-        """The SSL model itself (not its distributed wrapper): its schedules and evaluated encoder."""
-        return self.accelerator.unwrap_model(self.model)
+        """The SSL model itself (not its distributed or compiled wrapper): its schedules and evaluated encoder.
+        ``keep_torch_compile=False``: Accelerate's default re-points a compiled wrapper at the unwrapped module,
+        which would take a compiled DDP model out of its DDP wrapper."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
-    def make_views(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> tuple[torch.Tensor, ...]:
-        """Two global views (and ``local_crops`` local ones) of a uint8 batch; a function of (seed, epoch, sample
-        id, view) only, a view index per crop."""
-        views = [self.augment(images, ids, epoch, view=v) for v in (0, 1)]
-        views += [self.local_augment(images, ids, epoch, view=2 + i) for i in range(self.cfg.local_crops)]
-        return tuple(views)
-
-    def optimize(self, views: tuple[torch.Tensor, ...]) -> dict | None:
-        """Forward, backward and (every grad_accum_steps) an optimizer step, with the method's schedules around it;
-        the step's loss and embedding spread as device tensors (no host synchronisation here)."""
+    def optimize(self, views: tuple[torch.Tensor, ...], ends_step: bool = True) -> dict | None:
+        """Forward, backward and, when this batch ``ends_step``, an optimizer step, with the method's schedules
+        around it; the step's loss and embedding spread as device tensors (no host synchronisation here). Gradients
+        of the other batches accumulate without an all-reduce (DDP's ``no_sync``), each loss divided by
+        ``grad_accum_steps`` (as Accelerate's ``accumulate`` does, the epoch's shorter last window included)."""
         progress = self.state.step / self.steps
         self.method.set_progress(progress)
-        with self.accelerator.accumulate(self.model):
+        with contextlib.nullcontext() if ends_step else self.accelerator.no_sync(self.model):
             out = self.model(*views)
-            self.accelerator.backward(out["loss"])
-            if self.accelerator.sync_gradients:
-                self.method.before_optimizer_step(progress)
-                if self.cfg.clip_grad:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        if not self.accelerator.sync_gradients:
+            loss = out["loss"] / self.cfg.grad_accum_steps if self.cfg.grad_accum_steps > 1 else out["loss"]
+            self.accelerator.backward(loss)
+        if not ends_step:
             return None
+        self.method.before_optimizer_step(progress)
+        if self.cfg.clip_grad:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
         self.method.after_optimizer_step(self.state.step / self.steps)  # the EMA teacher follows the student
         if self.scheduler:
@@ -368,38 +407,25 @@ class Trainer:
         return {"loss": out["loss"].detach(), "spread": embedding_spread(out["z1"])}
 
     def run(self) -> dict:
+        """The loop, as DINO's ``train_one_epoch`` reads: views → optimize → log / evaluate / checkpoint / stop."""
         if self.state.step == 0:
-            initial = "random-init" if self.cfg.init == "random" else f"init: {self.cfg.init}"
-            result = self.evaluate()
-            self.record(event="eval", step=0, **result, encoder=initial)
-            if self.main:
-                log.info("%s encoder: %s", initial, _describe(result))
-
-        self.bar = tqdm(
-            total=self.steps,
-            initial=self.state.step,
-            desc="pretrain",
-            disable=not (self.main and self.cfg.progress),
-            mininterval=0.5 if sys.stderr.isatty() else 15.0,  # a log file gets a line every 15 s
-        )
-        batches_done = self.state.step * self.cfg.grad_accum_steps
+            self.evaluate_initial()
         self.stop.in_loop = True  # from here SIGTERM ends the run at the end of the current step
-        while self.state.step < self.steps:
-            epoch, skip = divmod(batches_done, self.batches_per_epoch)
-            self.loader.set_epoch(epoch)
-            batches = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        for epoch, batches in self.epochs():
             for views in self.pipeline(batches, epoch):
-                batches_done += 1
-                stats = self.optimize(views)
-                if stats is not None:
-                    lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
-                    self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})
-                    end_of_epoch = batches_done % self.batches_per_epoch == 0
-                    stopped = self.after_step(self.state.step, epoch, end_of_epoch)
-                    if stopped:
-                        self.bar.close()
-                        end_trackers(self.accelerator)
-                        return {stopped: self.state.step}
+                stats = self.optimize(views, self.next_batch_ends_a_step())
+                if stats is None:  # gradients accumulate over this batch
+                    continue
+                self.log_step(epoch, stats)
+                due = self.due_after(self.state.step)
+                if due.log:
+                    self.flush_steps()
+                if due.evaluate:
+                    self.evaluate_and_keep_best(self.state.step, epoch)
+                if due.checkpoint:
+                    self.save_checkpoint()
+                if due.stop:
+                    return self.stop_here(due.stop)
                 if self.state.step >= self.steps:
                     break
         # SIGTERM during the final evaluation stops at once: the last step is checkpointed already
@@ -407,30 +433,73 @@ class Trainer:
         self.bar.close()
         return self.finish()
 
-    def after_step(self, step: int, epoch: int, end_of_epoch: bool) -> str | None:
-        """Logging, evaluation and checkpoints due after ``step``; "halted_at_step" or "terminated_at_step" when the
-        run stops here (--halt-at-step, SIGTERM: each with a checkpoint of this step)."""
-        cfg = self.cfg
-        eval_due = step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch
-        checkpoint_due = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else end_of_epoch
+    def evaluate_initial(self) -> None:
+        """Step 0: the encoder before training (random or the initial weights), the baseline of every curve."""
+        initial = "random-init" if self.cfg.init == "random" else f"init: {self.cfg.init}"
+        result = self.evaluate()
+        self.record(event="eval", step=0, **result, encoder=initial)
+        if self.main:
+            log.info("%s encoder: %s", initial, _describe(result))
+
+    def epochs(self) -> Iterator[tuple[int, Iterable]]:
+        """``(epoch, batches)`` from where the run stands: each epoch's loader reshuffled by (seed, epoch), the
+        batches a resumed run already consumed skipped."""
+        self.batches_done = batches_before(self.state.step, self.batches_per_epoch, self.cfg.grad_accum_steps)
+        while self.state.step < self.steps:
+            epoch, skip = divmod(self.batches_done, self.batches_per_epoch)
+            self.loader.set_epoch(epoch)
+            yield epoch, self.skipping(skip) if skip else self.loader
+
+    def skipping(self, skip: int) -> Iterable:
+        """The loader without its first ``skip`` batches (a resumed epoch), copying to the device without blocking
+        as the prepared loader does: Accelerate's ``skip_first_batches`` builds a new loader that drops the
+        setting (accelerate 1.x), so a resumed epoch's copies would wait for the device."""
+        skipped = self.accelerator.skip_first_batches(self.loader, skip)
+        if hasattr(skipped, "_non_blocking"):
+            skipped._non_blocking = getattr(self.loader, "_non_blocking", False)
+        return skipped
+
+    def next_batch_ends_a_step(self) -> bool:
+        """Count the batch about to be used; whether it is the last of an optimizer step (:func:`ends_a_step`)."""
+        self.batches_done += 1
+        return ends_a_step(self.batches_done - 1, self.batches_per_epoch, self.cfg.grad_accum_steps)
+
+    def log_step(self, epoch: int, stats: dict) -> None:
+        """Keep the step's record; its loss stays a device tensor until :meth:`flush_steps`."""
+        lr = self.optimizer.param_groups[0]["lr"]  # a Python float: no synchronisation
+        self.pending.append({"step": self.state.step, "epoch": epoch, "lr": lr, **stats})
+
+    def due_after(self, step: int) -> Due:
+        """What is due after ``step``: logging, evaluation (every eval_every steps, or each epoch), a checkpoint
+        (every checkpoint_every steps, each epoch, the last step, and before any stop), a stop (--halt-at-step,
+        SIGTERM: agreed by every process, so every process calls this after every step)."""
+        cfg, end_of_epoch = self.cfg, self.batches_done % self.batches_per_epoch == 0
         halt = self.halt_at_step is not None and step >= self.halt_at_step
         terminated = step < self.steps and self.stop.agreed(self.accelerator)
-        checkpoint_due = checkpoint_due or step == self.steps or halt or terminated
-        if step % cfg.log_every == 0 or eval_due or checkpoint_due or step == self.steps:
-            self.flush_steps()
-        if eval_due or step == self.steps:
-            self.evaluate_and_keep_best(step, epoch)
-        if checkpoint_due:
-            with writing(f"the checkpoint of step {step}", self.run_dir):
-                self.checkpoint = save_checkpoint(
-                    self.accelerator,
-                    self.run_dir,
-                    self.state,
-                    checkpoint_config(cfg),
-                    self.run_id,
-                    keep=cfg.keep_checkpoints,
-                )
-        return "terminated_at_step" if terminated else "halted_at_step" if halt else None
+        stop = "terminated_at_step" if terminated else "halted_at_step" if halt else None
+        last = step == self.steps
+        evaluate = (step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch) or last
+        every = step % cfg.checkpoint_every == 0 if cfg.checkpoint_every else end_of_epoch
+        checkpoint = every or last or stop is not None
+        return Due(step % cfg.log_every == 0 or evaluate or checkpoint, evaluate, checkpoint, stop)
+
+    def save_checkpoint(self) -> None:
+        step = self.state.step
+        with writing(f"the checkpoint of step {step}", self.run_dir):
+            self.checkpoint = save_checkpoint(
+                self.accelerator,
+                self.run_dir,
+                self.state,
+                checkpoint_config(self.cfg),
+                self.run_id,
+                keep=self.cfg.keep_checkpoints,
+            )
+
+    def stop_here(self, why: str) -> dict:
+        """``{why: step}``: the run stops at this (checkpointed) step; continue it with --resume."""
+        self.bar.close()
+        end_trackers(self.accelerator)
+        return {why: self.state.step}
 
     def flush_steps(self) -> None:
         """Move the pending steps' losses to the host at once, check them, write and log them."""

@@ -30,6 +30,7 @@ from zoo.backbones import create_backbone
 from zoo.data.run_data import RunData, load_run_data
 from zoo.files import read_yaml
 from zoo.run_config import RunConfig, from_stored
+from zoo.wrapped import unwrapped_keys
 
 __all__ = [
     "RUN_CONFIG_FILE",
@@ -113,6 +114,7 @@ class Run:
             state = load_file(path)
         except (SafetensorError, OSError) as e:
             raise ValueError(f"{path} cannot be read as safetensors ({e}); is the run finished?") from e
+        state = unwrapped_keys(state)  # a checkpoint of a DDP / compiled model by an older version
         if any(k.startswith("backbone.") for k in state):  # an Accelerate checkpoint of the whole SSL model
             state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
         convs = [v for v in state.values() if v.ndim == 4]

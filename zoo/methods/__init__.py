@@ -153,6 +153,7 @@ register_method(
         },
         model=DINOModel,
         model_kwargs={"momentum": 0.996, "freeze_last_layer": 0.0},
+        run_options=lambda epoch_fraction: {"freeze_last_layer": epoch_fraction},  # the first epoch
         exported_encoder="the teacher (EMA) encoder",
     )
 )

@@ -39,6 +39,8 @@ class MethodSpec:
         model: the model class (how the views, heads and loss meet); ``model_kwargs`` its settings (e.g. the EMA
             teacher's base momentum).
         exported_encoder: which encoder the method's paper evaluates, and the zoo exports (for model cards).
+        run_options: ``epoch_fraction -> model options`` that depend on the run's length (one epoch / the run);
+            DINO freezes its last layer during the first epoch (the official ``freeze_last_layer=1``).
     """
 
     name: str
@@ -52,6 +54,11 @@ class MethodSpec:
     model: type[SSLModel] = SSLModel
     model_kwargs: dict = field(default_factory=dict)
     exported_encoder: str = "the backbone"
+    run_options: Callable[[float], dict] | None = None
+
+    def options_for_run(self, epoch_fraction: float) -> dict:
+        """The model options a training run of this length sets (``{}`` for most methods)."""
+        return dict(self.run_options(epoch_fraction)) if self.run_options else {}
 
     def loss_parameters(self) -> list[str]:
         """The loss's settable hyper-parameters (what ``loss_options`` may override)."""
