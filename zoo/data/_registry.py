@@ -19,7 +19,7 @@ class DatasetSpec:
     Attributes:
         name: registry name (``breast``, ``crc``, ...).
         kind: ``folder`` (class folders, optionally under split folders), ``npz`` (MedMNIST), ``unlabelled`` (every
-            image below a folder, no classes) or ``synthetic``.
+            image below a folder, no classes), ``csv`` (an image folder and a multi-label CSV) or ``synthetic``.
 
         class_names: fixed class order (folder names); None = discovered, sorted (``imagefolder``).
         split_dirs: official split folders of the layout (e.g. ``("train", "test")``); empty = none.
@@ -60,6 +60,8 @@ class DatasetSpec:
 
     def expected_layout(self) -> str:
         """A one-line picture of the expected folder tree, for error messages."""
+        if self.kind == "csv":
+            return "ROOT/<labels>.csv (NIH or CheXpert columns) + images at any depth below ROOT"
         top = self.root_names[0] if self.root_names else "ROOT"
         classes = "{" + ",".join(self.class_names) + "}" if self.class_names else "<class>"
         splits = "{" + ",".join(self.split_dirs) + "}/" if self.split_dirs else ""
@@ -192,6 +194,24 @@ register_dataset(
         license="CC BY 4.0",
         citation="Yang et al., MedMNIST v2, Scientific Data 10, 2023",
         url="https://zenodo.org/records/10519652",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="multilabel-csv",
+        kind="csv",
+        description="an image folder plus a multi-label CSV (NIH ChestX-ray14 or CheXpert layout)",
+        **GRAY,
+        split_policy="random",
+        license="the dataset's",
+        options={
+            "csv": None,
+            "layout": "auto",
+            "uncertain": "ignore",
+            "labels": None,
+            "image_column": None,
+            "patient_column": None,
+        },
     )
 )
 register_dataset(

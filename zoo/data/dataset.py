@@ -17,14 +17,26 @@ from zoo.data import synthetic
 from zoo.data._registry import DatasetSpec, get_dataset_spec
 from zoo.data.cache import decoded_split, parallel_fill
 from zoo.data.cache_entry import CacheRequest
+from zoo.data.csv_dataset import load_csv_records
 from zoo.data.images import ImageDecodeError, read_image
 from zoo.data.layout import Skipped, candidate_roots, find_child, list_image_paths, list_images, subfolders
 from zoo.data.medmnist import read_npz
-from zoo.data.splits import DEFAULT_SPLIT_SEED, SPLITS, Record, assign_splits, read_manifest, write_manifest
+from zoo.data.splits import (
+    DEFAULT_SPLIT_SEED,
+    SPLITS,
+    Record,
+    assign_splits,
+    read_manifest,
+    target_text,
+    write_manifest,
+)
+from zoo.task import MULTICLASS, MULTILABEL
 
 __all__ = [
     "DatasetNotFoundError",
     "MAX_BAD_FRACTION",
+    "MULTICLASS",
+    "MULTILABEL",
     "MedicalDataset",
     "SplitDataset",
     "load_dataset",
@@ -47,6 +59,22 @@ MEDMNIST_LABELS = {
     ),
     "pneumoniamnist": ("normal", "pneumonia"),
     "breastmnist": ("malignant", "normal_or_benign"),
+    "chestmnist": (  # MedMNIST v2's INFO["chestmnist"]["label"], the 14 ChestX-ray14 findings
+        "atelectasis",
+        "cardiomegaly",
+        "effusion",
+        "infiltration",
+        "mass",
+        "nodule",
+        "pneumonia",
+        "pneumothorax",
+        "consolidation",
+        "edema",
+        "emphysema",
+        "fibrosis",
+        "pleural",
+        "hernia",
+    ),
 }
 
 
@@ -59,7 +87,8 @@ class MedicalDataset:
     """A dataset's images as records (key, label, split, group) plus the way to read their pixels.
 
     ``key`` is a path relative to ``base`` for folder datasets, or a row id into ``pixels`` for in-memory ones
-    (MedMNIST, synthetic).
+    (MedMNIST, synthetic). ``task`` is ``multiclass`` (one class per image) or ``multilabel`` (``class_names`` are
+    the labels; each record's ``targets`` says which are present, NaN where unknown).
     """
 
     spec: DatasetSpec
@@ -71,10 +100,23 @@ class MedicalDataset:
     base: Path | None = None
     pixels: np.ndarray | None = None  # N x H x W x C uint8, in-memory kinds only
     rows: dict[str, int] = field(default_factory=dict)
+    task: str = MULTICLASS
 
     @property
     def num_classes(self) -> int:
+        """Classes, or labels of a multi-label dataset."""
         return len(self.class_names)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.task == MULTILABEL
+
+    def labels_of(self, indices) -> torch.Tensor:
+        """Class indices (N int64), or for a multi-label dataset the targets (N x L float32, NaN unknown)."""
+        if self.multilabel:
+            rows = [self.records[i].targets for i in indices]
+            return torch.from_numpy(np.stack(rows) if rows else np.zeros((0, self.num_classes), np.float32))
+        return torch.tensor([self.records[i].label for i in indices], dtype=torch.long)
 
     def indices(self, split: str) -> list[int]:
         if split not in SPLITS:
@@ -82,7 +124,9 @@ class MedicalDataset:
         return [i for i, r in enumerate(self.records) if r.split == split]
 
     def counts(self) -> dict[str, list[int]]:
-        """Images per class in each split."""
+        """Images per class in each split (multi-label: images where each label is present)."""
+        if self.multilabel:
+            return {s: (self.labels_of(self.indices(s)) == 1).sum(dim=0).tolist() for s in SPLITS}
         return {
             s: np.bincount(
                 [self.records[i].label for i in self.indices(s)], minlength=self.num_classes
@@ -115,7 +159,8 @@ class MedicalDataset:
         cache: str = "memory",
         progress: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode a whole split once, resized to ``size`` x ``size``: (N x C x S x S uint8, N labels).
+        """Decode a whole split once, resized to ``size`` x ``size``: (N x C x S x S uint8, N labels — N x L
+        targets for a multi-label dataset, :meth:`labels_of`).
 
         ``cache="memory"`` decodes into RAM; ``"disk"`` (folder datasets) into a memory-mapped file in
         ``$ZOO_CACHE`` that later runs reuse (:mod:`zoo.data.cache`): the same pixels either way. Unreadable
@@ -147,6 +192,9 @@ class MedicalDataset:
             bad = sorted(set(range(len(idx))) - set(good))
 
         self._check_unreadable(split, len(idx), [self.records[idx[k]].key for k in bad])
+        if self.multilabel:  # the cache keeps class indices (0 here): the targets come from the records
+            dropped = set(bad)
+            kept_labels = self.labels_of([i for k, i in enumerate(idx) if k not in dropped])
         return images, kept_labels
 
     def _check_unreadable(self, split: str, total: int, unreadable: list[str]) -> None:
@@ -183,7 +231,8 @@ class SplitDataset(Dataset):
 
     def __getitem__(self, i: int):
         image = self.dataset.read(self.indices[i])
-        label = self.dataset.records[self.indices[i]].label
+        record = self.dataset.records[self.indices[i]]
+        label = record.label if record.targets is None else torch.from_numpy(record.targets)
         return (self.transform(image) if self.transform else image), label
 
 
@@ -274,11 +323,16 @@ def _load_npz(spec: DatasetSpec, root: Path, flag: str | None = None, size: int 
     splits = [s for s, n in zip(SPLITS, per_split, strict=True) for _ in range(n)]
 
     stem = path.stem.split("_")[0]
-    num_classes = int(labels.max()) + 1
+    multilabel = labels.ndim == 2
+    num_classes = labels.shape[1] if multilabel else int(labels.max()) + 1
     class_names = list(MEDMNIST_LABELS.get(stem, ()))
     if len(class_names) != num_classes:  # an unknown flag, or a subset of a known one
-        class_names = [f"class_{i}" for i in range(num_classes)]
-    records = [Record(f"{splits[i]}/{i}", int(labels[i]), splits[i], str(i)) for i in range(len(labels))]
+        class_names = [f"{'label' if multilabel else 'class'}_{i}" for i in range(num_classes)]
+    if multilabel:
+        targets = labels.astype(np.float32)
+        records = [Record(f"{splits[i]}/{i}", 0, splits[i], str(i), targets[i]) for i in range(len(labels))]
+    else:
+        records = [Record(f"{splits[i]}/{i}", int(labels[i]), splits[i], str(i)) for i in range(len(labels))]
     channels = 1 if images.ndim == 3 else 3
     return images, class_names, records, channels
 
@@ -312,6 +366,11 @@ def _read_records(spec: DatasetSpec, root, options: dict):
     if spec.kind == "unlabelled":
         base, records = _scan_unlabelled(spec, Path(root))
         return None, base, list(spec.class_names), records, spec.channels
+    if spec.kind == "csv":
+        if not Path(root).is_dir():
+            raise _not_found(spec, Path(root), "the dataset folder does not exist")
+        class_names, records, _ = load_csv_records(Path(root), spec.extensions, **options)
+        return None, Path(root), class_names, records, spec.channels
     base, class_names, records = _scan_folder(spec, Path(root))
     return None, base, class_names, records, spec.channels
 
@@ -361,10 +420,19 @@ def load_dataset(
         grouped: keep each slide / source image / patient on one side of every split (no leakage).
         seed: split seed; 16 as in the original study.
         manifest: a split manifest CSV to reuse instead of drawing a split (must match the files).
-        options: kind-specific (``synthetic``: num_images, size, seed; ``medmnist``: flag, size).
+        options: kind-specific (``synthetic``: num_images, size, seed; ``medmnist``: flag, size;
+            ``multilabel-csv``: csv, layout, uncertain, labels, image_column, patient_column — see
+            :mod:`zoo.data.labels_csv`).
     """
     spec = get_dataset_spec(name)
     pixels, base, class_names, records, native = _read_records(spec, root, options)
+    task = MULTILABEL if records and records[0].targets is not None else MULTICLASS
+    if task == MULTILABEL and not grouped and any(r.group != r.key for r in records) and spec.kind == "csv":
+        log.warning(
+            "%s names the patients of its images, but the split is not grouped: one patient's images may land in "
+            "train and test (leakage); pass --grouped-split true",
+            spec.name,
+        )
     rows = {r.key: i for i, r in enumerate(records)} if pixels is not None else {}
     records.sort(key=lambda r: r.key)  # file-system order never matters
     if manifest is not None:
@@ -378,10 +446,11 @@ def load_dataset(
             merge_official_val=spec.merge_official_val,
             val_fraction=val_fraction or spec.val_fraction,
             test_fraction=test_fraction or spec.test_fraction,
+            label_names=class_names,
         )
     channels = channels or native
     mean, std = _normalisation(spec, native, channels)
-    return MedicalDataset(spec, class_names, records, channels, mean, std, base, pixels, rows)
+    return MedicalDataset(spec, class_names, records, channels, mean, std, base, pixels, rows, task)
 
 
 def _normalisation(
@@ -407,9 +476,9 @@ def _apply_manifest(records: list[Record], class_names: list[str], manifest: str
         )
     for r in records:
         _, label, split, _ = rows[r.key]
-        if label != class_names[r.label]:
+        own = class_names[r.label] if r.targets is None else target_text(r.targets, class_names)
+        if label != own:
             raise ValueError(
-                f"split manifest {manifest}: {r.key} is labelled {label!r}, the folder says "
-                f"{class_names[r.label]!r}"
+                f"split manifest {manifest}: {r.key} is labelled {label!r}, the data says {own!r}"
             )
         r.split = split

@@ -6,11 +6,12 @@ header (its dtype, shape and order, a few hundred bytes) are read first, and ref
 - the zip directory is not the few hundred bytes of a handful of members that an npz has;
 - a member inflates to more than :data:`MAX_INFLATION` times its compressed size — a zip bomb (the minimum
   inflate ratio of Apache POI's ``ZipSecureFile``, 0.01) — or its declared size is not what its header describes;
-- the arrays are not a 2D single-label task (3D volumes, multi-label flags), or hold types that are not numbers;
+- the arrays are not 2D images (3D volumes), or hold types that are not numbers;
 - decoding would take more than :func:`decoded_limit` (half of this machine's memory).
 
 Only then is one uint8 array of the final size allocated and filled member by member, in chunks (no second copy,
-no ``np.concatenate``). Labels must be integer class indices in ``0..MAX_CLASSES - 1``. Images that are not uint8
+no ``np.concatenate``). Labels must be integer class indices in ``0..MAX_CLASSES - 1``, or for a multi-label
+flag (ChestMNIST: N x 14) 0 / 1 per label, at most ``MAX_CLASSES`` labels. Images that are not uint8
 are converted over the whole file (every split alike): integers already in 0..255 are kept; floats in [0, 1] are
 scaled by 255 (``np.rint``); anything else is min-max rescaled to 0..255 like
 :func:`zoo.data.images.rescale_to_uint8` (non-finite values ignored for the range, then 0).
@@ -31,7 +32,7 @@ import numpy as np
 from zoo.data.splits import SPLITS
 from zoo.files import open_regular
 
-__all__ = ["MAX_CLASSES", "MAX_INFLATION", "decoded_limit", "read_npz"]
+__all__ = ["MAX_CLASSES", "MAX_INFLATION", "decoded_limit", "is_multilabel", "read_npz"]
 
 log = logging.getLogger(__name__)
 MAX_CLASSES = 1000  # MedMNIST's flags have 2 to 11 classes
@@ -132,9 +133,14 @@ def _declared(path: Path, zf: zipfile.ZipFile, key: str) -> Array:
     return array
 
 
+def is_multilabel(arrays: dict[str, Array]) -> bool:
+    """A multi-label flag declares N x L labels with L > 1 (ChestMNIST: 14 findings, 0 / 1 each)."""
+    labels = arrays["train_labels"].shape
+    return len(labels) == 2 and labels[1] > 1
+
+
 def _check_task(path: Path, arrays: dict[str, Array]) -> None:
-    """Only single-label 2D flags: a 3D volume or a multi-label task read as 2D single-label images would be a
-    silently different task, so they are refused."""
+    """Only 2D flags: a 3D volume read as 2D images would be a silently different task, so it is refused."""
     shape = arrays["train_images"].shape  # N x H x W (gray), N x H x W x 3 (RGB), N x D x H x W (3D)
     if path.stem.split("_")[0].endswith("3d") or not (
         len(shape) == 3 or (len(shape) == 4 and shape[-1] == 3)
@@ -144,16 +150,18 @@ def _check_task(path: Path, arrays: dict[str, Array]) -> None:
             "supported (use a 2D flag such as organamnist, or slice the volumes into an imagefolder)"
         )
     labels = arrays["train_labels"].shape
-    if len(labels) == 2 and labels[1] > 1:
+    if is_multilabel(arrays) and labels[1] > MAX_CLASSES:
         raise ValueError(
-            f"{path.name} is a multi-label task ({labels[1]} binary labels per image, e.g. chestmnist): "
-            "the probes and metrics are single-label, so it is refused rather than reduced to its first label"
+            f"{path.name} declares {labels[1]} labels per image, more than {MAX_CLASSES}; a MedMNIST multi-label "
+            "flag has 14"
         )
 
 
 def _check_types(path: Path, arrays: dict[str, Array]) -> None:
-    """Images: numbers of one shape per image in every split; labels: one integer per image."""
+    """Images: numbers of one shape per image in every split; labels: one integer per image, or (multi-label) the
+    same number of 0 / 1 values per image in every split."""
     pixel = arrays["train_images"].shape[1:]
+    width = arrays["train_labels"].shape[1] if is_multilabel(arrays) else 1
     for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.dtype.kind not in "uif":
@@ -167,10 +175,11 @@ def _check_types(path: Path, arrays: dict[str, Array]) -> None:
             raise ValueError(
                 f"{path.name}: {split}_labels are {labels.dtype}; labels must be integer class indices"
             )
-        if labels.shape not in ((images.count,), (images.count, 1)):
+        expected = ((images.count, width),) if width > 1 else ((images.count,), (images.count, 1))
+        if labels.shape not in expected:
             raise ValueError(
                 f"{path.name}: {split}_labels has shape {labels.shape} for {images.count} images; "
-                f"expected ({images.count}, 1)"
+                f"expected {expected[0]}"
             )
     if not sum(arrays[f"{s}_images"].count for s in SPLITS):
         raise ValueError(f"{path.name} holds no images")
@@ -180,7 +189,8 @@ def _check_size(path: Path, arrays: dict[str, Array]) -> None:
     """What decoding will hold at once: the uint8 images, the labels (and their int64 copy), one chunk's work."""
     images = [arrays[f"{s}_images"] for s in SPLITS]
     needed = sum(a.count * math.prod(a.shape[1:]) for a in images) + WORKING_BYTES
-    needed += sum(arrays[f"{s}_labels"].nbytes + 8 * arrays[f"{s}_labels"].count for s in SPLITS)
+    labels = [arrays[f"{s}_labels"] for s in SPLITS]
+    needed += sum(a.nbytes + 8 * math.prod(a.shape) for a in labels)
     limit = decoded_limit()
     if needed > limit:
         raise ValueError(
@@ -206,20 +216,25 @@ def _chunks(array: Array, zf: zipfile.ZipFile):
         member.read(1)  # at the end: zipfile checks the CRC
 
 
-def _labels(path: Path, zf: zipfile.ZipFile, array: Array) -> np.ndarray:
-    """The labels as int64, each a class index in 0..MAX_CLASSES - 1 (else one error naming the first), checked
-    in their own type (a uint64 beyond int64 would wrap to a negative number)."""
+def _labels(path: Path, zf: zipfile.ZipFile, array: Array, multilabel: bool) -> np.ndarray:
+    """The labels as int64: N class indices in 0..MAX_CLASSES - 1, or (``multilabel``) N x L values in {0, 1}
+    (else one error naming the first bad value), checked in their own type (a uint64 beyond int64 would wrap to a
+    negative number)."""
+    top, what = (1, "multi-label values") if multilabel else (MAX_CLASSES - 1, "class indices")
     parts, offset = [np.zeros(0, np.int64)], 0
     for chunk in _chunks(array, zf):
-        bad = np.flatnonzero((chunk < 0) | (chunk >= MAX_CLASSES))
+        bad = np.flatnonzero((chunk < 0) | (chunk > top))
         if len(bad):
             raise ValueError(
-                f"{path.name}: {array.key}[{offset + bad[0]}] is {chunk[bad[0]]}, but labels are class indices "
-                f"0..{MAX_CLASSES - 1}; fix the labels"
+                f"{path.name}: {array.key}[{offset + bad[0]}] is {chunk[bad[0]]}, but labels are {what} "
+                f"0..{top}; fix the labels"
             )
         parts.append(chunk.astype(np.int64))
         offset += chunk.size
-    return np.concatenate(parts)
+    values = np.concatenate(parts)
+    if not multilabel:
+        return values
+    return values.reshape(array.shape, order="F" if array.fortran else "C")
 
 
 @dataclass(frozen=True)
@@ -296,14 +311,16 @@ def _read(path: Path, zf: zipfile.ZipFile) -> tuple[np.ndarray, np.ndarray, list
     _check_task(path, arrays)
     _check_types(path, arrays)
     _check_size(path, arrays)
-    labels = np.concatenate([_labels(path, zf, arrays[f"{s}_labels"]) for s in SPLITS])
+    multilabel = is_multilabel(arrays)
+    labels = np.concatenate([_labels(path, zf, arrays[f"{s}_labels"], multilabel) for s in SPLITS])
     images = _images(path, zf, [arrays[f"{s}_images"] for s in SPLITS])
     return images, labels, [arrays[f"{s}_images"].count for s in SPLITS]
 
 
 def read_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(images N x H x W or N x H x W x 3 uint8, labels N int64, images per split in SPLITS order) of a MedMNIST
-    ``.npz``, every declaration checked before anything large is read (see the module docstring)."""
+    """(images N x H x W or N x H x W x 3 uint8, labels N int64 — N x L 0 / 1 for a multi-label flag —, images per
+    split in SPLITS order) of a MedMNIST ``.npz``, every declaration checked before anything large is read (see
+    the module docstring)."""
     path = Path(path)
     with open_regular(path, "MedMNIST file") as f:
         _check_directory(path, f)

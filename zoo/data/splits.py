@@ -2,7 +2,8 @@
 
 Splits depend only on the sorted records and the seed, never on file-system order. A *grouped* split keeps
 every group (slide, source image, patient) on one side, which removes the leakage of random splits of
-patches from the same slide.
+patches from the same slide. Multi-label records (``Record.targets``) are split by iterative stratification
+(:mod:`zoo.data.stratify`), every label present in every split.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from zoo.data.stratify import iterative_split, missing_labels
 from zoo.files import atomic_write_text, read_text, sha256_file
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "Record",
     "SPLITS",
     "assign_splits",
+    "target_text",
     "holdout",
     "write_manifest",
     "read_manifest",
@@ -41,12 +44,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Record:
-    """One image: ``key`` (path relative to the dataset root, or an array id), class index, split, group."""
+    """One image: ``key`` (path relative to the dataset root, or an array id), class index, split, group; for a
+    multi-label dataset ``targets`` (L float32: 1 present, 0 absent, NaN unknown — an uncertain label under the
+    ``ignore`` policy) and ``label`` 0."""
 
     key: str
     label: int
     split: str | None
     group: str
+    targets: np.ndarray | None = None
+
+
+def target_text(targets: np.ndarray, names) -> str:
+    """A multi-label record's label column in ``split.csv``: the present labels joined by ``|`` (NIH's own
+    notation), an unknown one followed by ``?``; empty for none (``Edema|Effusion?``)."""
+    present = [names[i] for i in np.flatnonzero(targets == 1)]
+    unknown = [f"{names[i]}?" for i in np.flatnonzero(np.isnan(targets))]
+    return "|".join(present + unknown)
 
 
 def holdout(
@@ -95,8 +109,9 @@ def assign_splits(
     test_fraction: float,
     grouped: bool = False,
     merge_official_val: bool = True,
+    label_names: list[str] | None = None,
 ) -> None:
-    """Set ``record.split`` in place.
+    """Set ``record.split`` in place (``label_names``: a multi-label dataset's, for messages).
 
     Policies:
         ``official``: keep the dataset's official test split; official train (+ val if
@@ -110,6 +125,12 @@ def assign_splits(
         return
     if policy not in ("official", "random"):
         raise ValueError(f"unknown split policy {policy!r}; valid: official, random, all-train")
+    if records and records[0].targets is not None:
+        names = label_names or [str(i) for i in range(len(records[0].targets))]
+        _assign_multilabel(
+            records, policy, seed, (val_fraction, test_fraction), grouped, merge_official_val, names
+        )
+        return
 
     labels = np.array([r.label for r in records])
     groups = np.array([r.group for r in records]) if grouped else None
@@ -134,13 +155,66 @@ def assign_splits(
             records[i].split = name
 
 
+def _assign_multilabel(
+    records: list[Record],
+    policy: str,
+    seed: int,
+    fractions: tuple[float, float],
+    grouped: bool,
+    merge_official_val: bool,
+    label_names: list[str],
+) -> None:
+    """Multi-label records: ``random`` draws train / val / test in one iterative stratification (test
+    ``test_fraction``, val ``val_fraction`` of the rest); ``official`` keeps the official test (and val, unless
+    merged) and draws val from the pool. A drawn split where some label has no positive image is an error."""
+    val_fraction, test_fraction = fractions
+    positives = np.stack([r.targets == 1 for r in records])  # N x L (unknown: not positive)
+    groups = np.array([r.group for r in records]) if grouped else None
+    everything = np.arange(len(records))
+    if policy == "official":
+        official = np.array([r.split for r in records], dtype=object)
+        if not (official == "test").any():
+            raise ValueError("the 'official' split policy needs a test split; use split_policy='random'")
+        has_val = (official == "val").any() and not merge_official_val
+        if has_val:
+            return _set_splits(records, official)
+        pool = everything[(official == "train") | (official == "val")]
+        names, proportions = ("train", "val"), (1 - val_fraction, val_fraction)
+    else:
+        pool, names = everything, ("train", "val", "test")
+        proportions = (
+            (1 - test_fraction) * (1 - val_fraction),
+            (1 - test_fraction) * val_fraction,
+            test_fraction,
+        )
+    subset = iterative_split(positives[pool], proportions, seed, None if groups is None else groups[pool])
+    missing = missing_labels(positives[pool], subset, len(names))
+    if missing:
+        label, k = missing[0]
+        raise ValueError(
+            f"label {label_names[label]!r} has {int(positives[pool, label].sum())} positive image(s): too few for it to appear in "
+            f"every split (none in {names[k]}); add images of it, leave the label out (the dataset's labels "
+            "option), or reuse a split manifest"
+        )
+    split = np.array([r.split for r in records], dtype=object)
+    split[pool] = np.array(names, dtype=object)[subset]
+    _set_splits(records, split)
+
+
+def _set_splits(records: list[Record], split: np.ndarray) -> None:
+    for r, name in zip(records, split, strict=True):
+        r.split = str(name)
+
+
 def write_manifest(path: str | Path, records: list[Record], class_names: list[str]) -> str:
-    """Write the split as CSV (path, label name, split, group), atomically; returns its sha256."""
+    """Write the split as CSV (path, label name — for multi-label records :func:`target_text` —, split, group),
+    atomically; returns its sha256."""
     text = io.StringIO(newline="")
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(MANIFEST_FIELDS)
     for r in records:
-        writer.writerow([r.key, class_names[r.label], r.split, r.group])
+        label = class_names[r.label] if r.targets is None else target_text(r.targets, class_names)
+        writer.writerow([r.key, label, r.split, r.group])
     atomic_write_text(path, text.getvalue())
     return file_sha256(path)
 
