@@ -7,6 +7,11 @@
 name; it extracts frozen features once per encoder and runs every protocol × label fraction × seed on them
 (:mod:`zoo.probe`), writes ``metrics.json``, ``results.md`` and plots, and returns the result. ``train/evaluate.py``
 is its command line.
+
+Multi-label data (ChestMNIST, ``multilabel-csv``) is probed label by label — kNN's per-label vote, one-vs-rest
+logistic regression, the MLP and fine-tuning with masked BCE — and scored by macro / micro / per-label AUROC, mAP
+and F1 at per-label thresholds chosen on val (:func:`zoo.probe.multilabel_metrics`). Each protocol therefore
+predicts val as well as test (:data:`Predictions`).
 """
 
 from __future__ import annotations
@@ -29,14 +34,20 @@ from zoo.data.run_data import DataRequest, RunData, load_run_data
 from zoo.files import atomic_write_json
 from zoo.hub_format import WEIGHTS_FILE
 from zoo.probe import (
+    choose_thresholds,
     classification_metrics,
     extract_features,
     fine_tune,
     fit_linear_probe,
     fit_mlp_head,
+    fit_multilabel_probe,
+    knn_multilabel,
     knn_predict,
     label_fraction_indices,
+    multilabel_metrics,
+    objective_for,
 )
+from zoo.probe.metrics import MULTILABEL_METRICS
 from zoo.run_config import RunConfig, from_stored
 from zoo.run_dir import ENCODER_FILE, EVAL_DIR, SPLIT_FILE, is_run, read_run
 
@@ -64,6 +75,9 @@ METRIC_KEYS = (
     "recall_weighted",
     "auroc",
 )
+Predictions = dict[
+    str, torch.Tensor
+]  # "val" and "test" → N x C probabilities (softmax, or sigmoid per label)
 
 
 @dataclass(frozen=True)
@@ -147,12 +161,19 @@ class ProbeTask:
         return self.data.dataset.num_classes
 
     @property
+    def multilabel(self) -> bool:
+        return self.data.dataset.multilabel
+
+    @property
     def train(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features["train"][self.train_subset], self.labels["train"][self.train_subset]
 
     def neighbours(self, k: int) -> int:
         """``k`` capped at the smallest class's labelled examples: with k at least the labelled set, every query
-        gets the majority class and kNN reports chance (k = 200 at 1 % labels did)."""
+        gets the majority class and kNN reports chance (k = 200 at 1 % labels did). Multi-label: at most half the
+        labelled images (with all of them, every query gets each label's prevalence)."""
+        if self.multilabel:
+            return max(1, min(k, len(self.train_subset) // 2))
         counts = torch.bincount(self.train[1])
         smallest = int(counts[counts > 0].min())
         return min(k, smallest)
@@ -162,30 +183,37 @@ def _normalised(scores: torch.Tensor) -> torch.Tensor:
     return scores / scores.sum(dim=1, keepdim=True).clamp(min=1e-12)
 
 
-def _knn(task: ProbeTask, k: int, metric: str) -> torch.Tensor:
+def _knn(task: ProbeTask, k: int, metric: str) -> Predictions:
     x, y = task.train
-    return _normalised(
-        knn_predict(x, y, task.features["test"], task.num_classes, k=task.neighbours(k), metric=metric)
-    )
+    k = task.neighbours(k)
+    if task.multilabel:
+        return {s: knn_multilabel(x, y, task.features[s], k=k, metric=metric) for s in ("val", "test")}
+    return {
+        s: _normalised(knn_predict(x, y, task.features[s], task.num_classes, k=k, metric=metric))
+        for s in ("val", "test")
+    }
 
 
-def predict_knn(task: ProbeTask) -> torch.Tensor:
+def predict_knn(task: ProbeTask) -> Predictions:
     """Cosine-weighted kNN (k = the run's ``knn_k``)."""
     return _knn(task, task.knn_k, "cosine")
 
 
-def predict_knn_euclidean(task: ProbeTask) -> torch.Tensor:
+def predict_knn_euclidean(task: ProbeTask) -> Predictions:
     """The study's kNN: Euclidean, k = 200, majority vote on raw features."""
     return _knn(task, task.options.knn_euclidean_k, "euclidean")
 
 
-def predict_linear(task: ProbeTask) -> torch.Tensor:
-    """L-BFGS logistic regression on standardised features, L2 chosen on val."""
+def predict_linear(task: ProbeTask) -> Predictions:
+    """L-BFGS logistic regression on standardised features, L2 chosen on val (multi-label: one-vs-rest)."""
+    if task.multilabel:
+        probe = fit_multilabel_probe(*task.train, task.features["val"], task.labels["val"])
+        return {s: torch.sigmoid(probe.logits(task.features[s])) for s in ("val", "test")}
     probe = fit_linear_probe(*task.train, task.features["val"], task.labels["val"])
-    return torch.softmax(probe.logits(task.features["test"]), dim=1)
+    return {s: torch.softmax(probe.logits(task.features[s]), dim=1) for s in ("val", "test")}
 
 
-def predict_mlp(task: ProbeTask) -> torch.Tensor:
+def predict_mlp(task: ProbeTask) -> Predictions:
     """The study's MLP head (512-BN-LeakyReLU) on frozen features."""
     head, _ = fit_mlp_head(
         *task.train,
@@ -195,11 +223,12 @@ def predict_mlp(task: ProbeTask) -> torch.Tensor:
         epochs=task.options.mlp_epochs,
         seed=task.seed,
     )
+    probabilities = objective_for(task.data.val[1]).probabilities  # by the labels' shape
     with torch.no_grad():
-        return torch.softmax(head(task.features["test"]), dim=1)
+        return {s: probabilities(head(task.features[s])) for s in ("val", "test")}
 
 
-def predict_finetune(task: ProbeTask) -> torch.Tensor:
+def predict_finetune(task: ProbeTask) -> Predictions:
     """End-to-end fine-tuning of a copy of the encoder with a linear head, early-stopped on val."""
     images, labels = task.data.train
     subset = task.train_subset
@@ -218,10 +247,14 @@ def predict_finetune(task: ProbeTask) -> torch.Tensor:
         epochs=task.options.finetune_epochs,
         seed=task.seed,
     )
-    return torch.softmax(extract_features(model, task.data.test[0], task.data.eval_transform), dim=1)
+    probabilities = objective_for(task.data.val[1]).probabilities  # by the labels' shape
+    return {
+        s: probabilities(extract_features(model, task.data.splits[s][0], task.data.eval_transform))
+        for s in ("val", "test")
+    }
 
 
-PROTOCOLS: dict[str, Callable[[ProbeTask], torch.Tensor]] = {
+PROTOCOLS: dict[str, Callable[[ProbeTask], Predictions]] = {
     "knn": predict_knn,
     "knn_euclidean": predict_knn_euclidean,
     "linear": predict_linear,
@@ -380,11 +413,20 @@ def evaluate_encoder(
     return rows, features["test"]
 
 
+def _scores(task: ProbeTask, predictions: Predictions) -> dict:
+    """The test metrics of one protocol's predictions (multi-label: F1 at per-label thresholds chosen on val)."""
+    labels = task.labels["test"]
+    if not task.multilabel:
+        return classification_metrics(predictions["test"], labels, task.num_classes)
+    thresholds = choose_thresholds(predictions["val"], task.labels["val"])
+    return multilabel_metrics(predictions["test"], labels, thresholds, task.data.dataset.class_names)
+
+
 def _run_protocol(task: ProbeTask, protocol: str, fraction: float) -> dict:
-    probabilities = PROTOCOLS[protocol](task)
-    labels, num_classes = task.labels["test"], task.num_classes
+    predictions = PROTOCOLS[protocol](task)
+    probabilities, labels, num_classes = predictions["test"], task.labels["test"], task.num_classes
     row = {"protocol": protocol, "fraction": fraction, "seed": task.seed}
-    row.update(classification_metrics(probabilities, labels, num_classes))
+    row.update(_scores(task, predictions))
     if protocol in ("knn", "knn_euclidean"):
         requested = task.knn_k if protocol == "knn" else task.options.knn_euclidean_k
         row["k"] = task.neighbours(requested)
@@ -400,14 +442,29 @@ def _run_protocol(task: ProbeTask, protocol: str, fraction: float) -> dict:
             )
     if protocol == "linear" and fraction == 1.0:
         row["roc"] = roc_points(probabilities, labels, num_classes)
-    log.info("%-13s %5.0f%% seed %d: accuracy %.3f", protocol, 100 * fraction, task.seed, row["accuracy"])
+    headline = "auroc_macro" if task.multilabel else "accuracy"
+    log.info(
+        "%-13s %5.0f%% seed %d: %s %s", protocol, 100 * fraction, task.seed, headline, _shown(row[headline])
+    )
     return row
 
 
+def _shown(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def roc_points(probabilities: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple | None:
-    """(fpr, tpr, auc) — binary, or micro-averaged one-vs-rest for several classes."""
+    """(fpr, tpr, auc) — binary, or micro-averaged one-vs-rest for several classes (multi-label: over the known
+    entries of every label)."""
     from sklearn.metrics import auc, roc_curve
 
+    if labels.ndim == 2:
+        known = ~torch.isnan(labels)
+        y, p = labels[known].numpy(), probabilities[known].numpy()
+        if len(np.unique(y)) < 2:
+            return None
+        fpr, tpr, _ = roc_curve(y, p)
+        return fpr.tolist(), tpr.tolist(), float(auc(fpr, tpr))
     y = labels.numpy()
     if len(np.unique(y)) < 2:
         return None
@@ -427,7 +484,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     out = []
     for (encoder, protocol, fraction), items in groups.items():
         summary = {"encoder": encoder, "protocol": protocol, "fraction": fraction, "seeds": len(items)}
-        for key in METRIC_KEYS:
+        for key in METRIC_KEYS if "accuracy" in items[0] else MULTILABEL_METRICS:
             values = [r[key] for r in items if r[key] is not None]
             summary[key] = float(np.mean(values)) if values else None
             summary[f"{key}_std"] = float(np.std(values)) if values else None
@@ -461,6 +518,7 @@ def evaluate(target: str | Path, options: EvalOptions | None = None) -> dict:
     result = {
         "source": source.name,
         "dataset": data.dataset.spec.name,
+        "task": data.dataset.task,
         "classes": data.dataset.class_names,
         "counts": data.dataset.counts(),
         "architecture": source.architecture,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from zoo.data.run_data import RunData
 from zoo.files import atomic_savefig, atomic_write_bytes, read_bytes, umask_mode
 from zoo.optional import available, install_hint
-from zoo.probe import extract_features, knn_accuracy
+from zoo.probe import extract_features, knn_accuracy, knn_multilabel, macro_auroc
 
 __all__ = [
     "COLLAPSE_THRESHOLD",
@@ -136,10 +136,16 @@ class CollapseDetector:
 
 
 class KnnMonitor:
-    """kNN accuracy of an encoder on a run's data: memory bank = train split, queries = val or test."""
+    """kNN accuracy of an encoder on a run's data: memory bank = train split, queries = val or test. On
+    multi-label data, the mean AUROC over the labels of the per-label kNN vote (:func:`zoo.probe.knn_multilabel`)."""
 
     def __init__(self, data: RunData, k: int, metric: str):
         self.data, self.k, self.metric = data, k, metric
+
+    @property
+    def name(self) -> str:
+        """What the monitor reports: ``accuracy``, or ``mean AUROC`` on multi-label data."""
+        return "mean AUROC" if self.data.dataset.multilabel else "accuracy"
 
     def __call__(self, encoder: torch.nn.Module, split: str = "val") -> float:
         images, labels = self.data.splits[split]
@@ -147,6 +153,14 @@ class KnnMonitor:
         bank = extract_features(encoder, self.data.train[0], transform)
         queries = extract_features(encoder, images, transform)
         num_classes = self.data.dataset.num_classes
+        if self.data.dataset.multilabel:
+            scores = knn_multilabel(bank, self.data.train[1], queries, k=self.k, metric=self.metric)
+            auroc = macro_auroc(scores, labels)
+            if auroc is None:
+                log.warning(
+                    "kNN monitor: no label has a positive and a negative %s image; reporting 0.5", split
+                )
+            return 0.5 if auroc is None else auroc
         return knn_accuracy(
             bank, self.data.train[1], queries, labels, num_classes, k=self.k, metric=self.metric
         )
@@ -178,9 +192,10 @@ class EmbeddingHealth:
         return {"spread": float(embedding_spread(features)), "effective_rank": effective_rank(features)}
 
 
-def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
-    """Loss and kNN accuracy against the step (``metrics``: :meth:`MetricsLog.read` records), as a PNG written
-    atomically; skipped with a warning when matplotlib (the ``[plots]`` extra) is not installed."""
+def plot_curves(metrics: list[dict], path: Path, title: str, knn_name: str = "accuracy") -> None:
+    """Loss and kNN accuracy (or ``knn_name``: mean AUROC on multi-label data) against the step (``metrics``:
+    :meth:`MetricsLog.read` records), as a PNG written atomically; skipped with a warning when matplotlib (the
+    ``[plots]`` extra) is not installed."""
     if not available("matplotlib"):
         log.warning("no curves.png: matplotlib is not installed (%s)", install_hint("matplotlib"))
         return
@@ -196,7 +211,7 @@ def plot_curves(metrics: list[dict], path: Path, title: str) -> None:
     ax_loss.set(xlabel="step", ylabel="loss", title="SSL loss")
     if evals and "knn" in evals[0]:
         ax_knn.plot([m["step"] for m in evals], [m.get("knn", math.nan) for m in evals], marker="o")
-        ax_knn.set(xlabel="step", ylabel="kNN accuracy (val)", title="kNN monitor", ylim=(0, 1))
+        ax_knn.set(xlabel="step", ylabel=f"kNN {knn_name} (val)", title="kNN monitor", ylim=(0, 1))
     else:  # an unlabelled run: the embedding health
         ax_knn.plot(
             [m["step"] for m in evals], [m.get("effective_rank", math.nan) for m in evals], marker="o"

@@ -355,6 +355,11 @@ class Trainer:
         self.pipeline = ViewPipeline(build_views(cfg, self.data.dataset), self.accelerator.device)
 
     @property
+    def knn_name(self) -> str:
+        """What the kNN monitor reports (accuracy, or mean AUROC on multi-label data)."""
+        return self.knn.name if self.knn else "accuracy"
+
+    @property
     def encoder(self) -> torch.nn.Module:
         """The encoder the method's paper evaluates (BYOL: online, MoCo v3: base, DINO: teacher)."""
         return self.method.evaluated_encoder
@@ -439,7 +444,7 @@ class Trainer:
         result = self.evaluate()
         self.record(event="eval", step=0, **result, encoder=initial)
         if self.main:
-            log.info("%s encoder: %s", initial, _describe(result))
+            log.info("%s encoder: %s", initial, _describe(result, self.knn_name))
 
     def epochs(self) -> Iterator[tuple[int, Iterable]]:
         """``(epoch, batches)`` from where the run stands: each epoch's loader reshuffled by (seed, epoch), the
@@ -531,7 +536,7 @@ class Trainer:
         result = self.evaluate()
         self.record(event="eval", step=step, epoch=epoch, **result)
         if self.main:
-            log.info("step %d: %s", step, _describe(result))
+            log.info("step %d: %s", step, _describe(result, self.knn_name))
             if "knn" in result and result["knn"] > self.state.best_knn:
                 self.state.best_knn, self.state.best_step = result["knn"], step
                 self.save_encoder(self.run_dir / BEST_ENCODER_FILE)
@@ -556,6 +561,7 @@ class Trainer:
                     self.metrics.read(),
                     self.run_dir / CURVES_FILE,
                     f"{self.cfg.method} on {self.cfg.dataset}",
+                    self.knn_name,
                 )
             self.accelerator.log(
                 {f"final/{k}": v for k, v in summary.items() if isinstance(v, float)}, step=self.state.step
@@ -590,6 +596,7 @@ class Trainer:
         return {
             **summary,
             "knn_k": self.cfg.knn_k,
+            "knn_metric": self.knn_name,
             "knn_val_random_init": evals[0]["knn"],
             "knn_val_final": evals[-1]["knn"],
             "knn_val_best": self.state.best_knn,
@@ -620,16 +627,17 @@ def _result_line(cfg: PretrainConfig, summary: dict) -> str:
     if "knn_test_final" in summary:
         final, initial = summary["knn_test_final"], summary["knn_test_random_init"]
         on = f" ({summary['eval_dataset']})" if summary["eval_dataset"] != cfg.dataset else ""
-        return f"{where}: kNN test accuracy{on} {final:.3f} (random-init encoder {initial:.3f}, {final - initial:+.3f})"
+        what = summary.get("knn_metric", "accuracy")
+        return f"{where}: kNN test {what}{on} {final:.3f} (random-init encoder {initial:.3f}, {final - initial:+.3f})"
     return (
         f"{where}: effective rank {summary['effective_rank_initial']:.1f} → {summary['effective_rank_final']:.1f}, "
         f"spread {summary['spread_initial']:.3f} → {summary['spread_final']:.3f} (no labels to score)"
     )
 
 
-def _describe(result: dict[str, float]) -> str:
+def _describe(result: dict[str, float], knn_name: str = "accuracy") -> str:
     if "knn" in result:
-        return f"kNN val accuracy {result['knn']:.3f}"
+        return f"kNN val {knn_name} {result['knn']:.3f}"
     return (
         f"embedding spread {result['spread']:.3f}, effective rank {result['effective_rank']:.1f} (no labels)"
     )

@@ -1,4 +1,5 @@
-"""Evaluation reports: a markdown table and the plots (confusion matrix, ROC, t-SNE, label-fraction curve)."""
+"""Evaluation reports: a markdown table and the plots (confusion matrix, ROC, t-SNE, label-fraction curve; for a
+multi-label task the table of its metrics, the label-fraction curve of macro AUROC and the ROC)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ COLUMNS = (
     "AUROC",
     "seeds",
 )
+MULTILABEL_COLUMNS = (
+    "encoder",
+    "protocol",
+    "labels",
+    "AUROC (macro)",
+    "AUROC (micro)",
+    "mAP",
+    "F1 (macro)",
+    "F1 (micro)",
+    "seeds",
+)
 
 __all__ = ["write_report", "write_plots", "markdown_table"]
 
@@ -34,8 +46,25 @@ def _fmt(value, std=None) -> str:
     return f"{value:.3f}" + (f" ± {std:.3f}" if std else "")
 
 
+def _multilabel_table(summary: list[dict]) -> str:
+    keys = ("auroc_macro", "auroc_micro", "map", "f1_macro", "f1_micro")
+    rows = [
+        (
+            r["encoder"],
+            r["protocol"],
+            f"{r['fraction']:.0%}",
+            *(_fmt(r[k], r[f"{k}_std"]) for k in keys),
+            r["seeds"],
+        )
+        for r in sorted(summary, key=lambda r: (r["encoder"], r["protocol"], r["fraction"]))
+    ]
+    return table(MULTILABEL_COLUMNS, rows)
+
+
 def markdown_table(summary: list[dict]) -> str:
     """The evaluation summary (mean ± std over seeds) as a Markdown table."""
+    if summary and "accuracy" not in summary[0]:
+        return _multilabel_table(summary)
     rows = [
         (
             r["encoder"],
@@ -56,7 +85,12 @@ def markdown_table(summary: list[dict]) -> str:
 def write_report(result: dict, path: Path) -> None:
     text = (
         f"# Evaluation of {result['source']} on {result['dataset']} (test split)\n\n"
-        f"Classes: {', '.join(result['classes'])}; images per split and class: {result['counts']}.\n\n"
+        + (
+            f"Labels (multi-label): {', '.join(result['classes'])}; images showing each label per split: "
+            if result.get("task") == "multilabel"
+            else f"Classes: {', '.join(result['classes'])}; images per split and class: "
+        )
+        + f"{result['counts']}.\n\n"
         + markdown_table(result["summary"])
         + "\n"
     )
@@ -81,6 +115,10 @@ def write_plots(
     from sklearn.manifold import TSNE
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    if result.get("task") == "multilabel":
+        _fraction_curve(result, out, plt, "auroc_macro", "test macro AUROC")
+        _roc(result, out, plt)
+        return
     classes, runs = result["classes"], result["runs"]
     best = max((r for r in runs if r["encoder"] == "ssl"), key=lambda r: (r["fraction"], r["accuracy"]))
     fig, ax = plt.subplots(figsize=(4 + 0.4 * len(classes), 3.5 + 0.4 * len(classes)))
@@ -91,18 +129,7 @@ def write_plots(
     _savefig(fig, out / "confusion_matrix.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for encoder, protocol in sorted({(r["encoder"], r["protocol"]) for r in result["summary"]}):
-        points = sorted(
-            (r["fraction"], r["accuracy"])
-            for r in result["summary"]
-            if r["encoder"] == encoder and r["protocol"] == protocol
-        )
-        ax.plot(*zip(*points, strict=True), marker="o", label=f"{encoder} / {protocol}")
-    ax.set(xscale="log", xlabel="fraction of training labels", ylabel="test accuracy", ylim=(0, 1))
-    ax.legend(fontsize=7)
-    _savefig(fig, out / "label_fraction.png")
-    plt.close(fig)
+    _fraction_curve(result, out, plt, "accuracy", "test accuracy")
 
     fig, axes = plt.subplots(1, len(test_features), figsize=(4 * len(test_features), 3.6), squeeze=False)
     for ax, (name, feats) in zip(axes[0], test_features.items(), strict=True):
@@ -118,6 +145,22 @@ def write_plots(
     _savefig(fig, out / "tsne.png")
     plt.close(fig)
     _roc(result, out, plt)
+
+
+def _fraction_curve(result: dict, out: Path, plt, key: str, name: str) -> None:
+    """The metric ``key`` against the fraction of training labels, one line per (encoder, protocol)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for encoder, protocol in sorted({(r["encoder"], r["protocol"]) for r in result["summary"]}):
+        points = sorted(
+            (r["fraction"], r[key] if r[key] is not None else float("nan"))
+            for r in result["summary"]
+            if r["encoder"] == encoder and r["protocol"] == protocol
+        )
+        ax.plot(*zip(*points, strict=True), marker="o", label=f"{encoder} / {protocol}")
+    ax.set(xscale="log", xlabel="fraction of training labels", ylabel=name, ylim=(0, 1))
+    ax.legend(fontsize=7)
+    _savefig(fig, out / "label_fraction.png")
+    plt.close(fig)
 
 
 def _roc(result: dict, out: Path, plt) -> None:

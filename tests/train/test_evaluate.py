@@ -92,7 +92,7 @@ def test_fine_tuning_trains_a_copy_and_scores_it(tiny_run, tmp_path):
     before = {k: v.clone() for k, v in encoder.state_dict().items()}
     options = evaluation.EvalOptions(finetune_epochs=2)
     task = evaluation.ProbeTask(encoder, data, {}, {}, torch.arange(len(data.train[1])), 0, options, 5)
-    probabilities = evaluation.predict_finetune(task)
+    probabilities = evaluation.predict_finetune(task)["test"]  # val and test: multi-label thresholds need val
     assert probabilities.shape == (len(data.test[1]), 4)
     assert torch.allclose(probabilities.sum(dim=1), torch.ones(len(data.test[1])))
     assert all(torch.equal(v, encoder.state_dict()[k]) for k, v in before.items())  # the source is untouched

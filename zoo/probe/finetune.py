@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from zoo.probe.features import extract_features
+from zoo.probe.objective import objective_for
 
 __all__ = ["fine_tune"]
 
@@ -34,7 +35,10 @@ def fine_tune(
     after ``patience`` epochs without val improvement, return the best (encoder + head) and its val accuracy.
 
     ``train`` / ``val`` are uint8 images and labels; ``train_transform`` maps a uint8 batch to a float batch.
+    Multi-label targets (N x L, NaN unknown) train with masked BCE and stop on val macro AUROC
+    (:func:`zoo.probe.objective.objective_for`).
     """
+    objective = objective_for(train[1])
     torch.manual_seed(seed)
     model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.num_features, num_classes))
     optimizer = torch.optim.Adam(
@@ -45,7 +49,7 @@ def fine_tune(
         weight_decay=weight_decay,
     )
     generator = torch.Generator().manual_seed(seed)
-    best_acc, best_state, stale = -1.0, None, 0
+    best_acc, best_state, stale = float("-inf"), None, 0
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(train[0]), generator=generator)
@@ -54,12 +58,12 @@ def fine_tune(
             if len(idx) < 2:
                 continue
             x = train_transform(train[0][idx]).contiguous(memory_format=torch.channels_last)
-            loss = nn.functional.cross_entropy(model(x), train[1][idx])
+            loss = objective.loss(model(x), train[1][idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         logits = extract_features(model, val[0], eval_transform)
-        acc = (logits.argmax(1) == val[1]).float().mean().item()
+        acc = objective.score(logits, val[1])
         log.debug("fine-tune epoch %d: val accuracy %.4f", epoch, acc)
         if acc > best_acc:
             best_acc, best_state, stale = acc, copy.deepcopy(model.state_dict()), 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zoo.probe.objective import objective_for
+
 __all__ = ["MLPHead", "fit_mlp_head"]
 
 
@@ -36,13 +38,16 @@ def fit_mlp_head(
     seed: int = 0,
 ) -> tuple[MLPHead, float]:
     """Adam + StepLR(step_size, gamma) as the study (whose default lr of 1.0 diverges; 1e-3 here); the epoch with
-    the best val accuracy is kept. Returns (head in eval mode, best val accuracy)."""
+    the best val accuracy is kept. Returns (head in eval mode, best val accuracy). Multi-label targets (N x L,
+    NaN unknown; ``num_classes`` = L) train with masked BCE and keep the best val macro AUROC
+    (:func:`zoo.probe.objective.objective_for`)."""
+    objective = objective_for(train_labels)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     head = MLPHead(train_features.shape[1], num_classes, hidden_dim)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    best_acc, best_state = -1.0, None
+    best_acc, best_state = float("-inf"), None
     for _ in range(epochs):
         head.train()
         order = torch.randperm(len(train_features), generator=generator)
@@ -50,14 +55,14 @@ def fit_mlp_head(
             idx = order[start : start + batch_size]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = nn.functional.cross_entropy(head(train_features[idx]), train_labels[idx])
+            loss = objective.loss(head(train_features[idx]), train_labels[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         scheduler.step()
         head.eval()
         with torch.no_grad():
-            acc = (head(val_features).argmax(1) == val_labels).float().mean().item()
+            acc = objective.score(head(val_features), val_labels)
         if acc > best_acc:
             best_acc, best_state = acc, {k: v.clone() for k, v in head.state_dict().items()}
     head.load_state_dict(best_state)
