@@ -67,6 +67,7 @@ FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"
 MAX_UPLOAD = "200mb"
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 60, 600  # Gradio's delete_cache: every minute, what is older than 10 minutes
 MAX_NAME_SHOWN = 80  # characters of a typed model name repeated in a message
+OOD_WARNING = "This image looks unlike the training data of {dataset}: the prediction may be meaningless."
 # set by main from --max-models / --allow-hub-ids / --similar (a SimilarCases)
 SETTINGS = {"max_models": 4, "allow_hub_ids": False, "similar": None}
 _MODELS: OrderedDict[str, torch.nn.Module] = OrderedDict()  # least recently used first
@@ -169,7 +170,8 @@ def model_card(model: torch.nn.Module, name: str) -> str:
     )
     return (
         f"**{name}** — {meta.get('method', 'unknown method')} on {meta.get('dataset', 'unknown data')}, "
-        f"{model.pretrained_cfg.get('architecture', type(model).__name__)}; classes: {', '.join(model.label_names)}."
+        f"{model.pretrained_cfg.get('architecture', type(model).__name__)}; "
+        f"{'labels (multi-label)' if _task(model) == zoo.task.MULTILABEL else 'classes'}: {', '.join(model.label_names)}."
         f"{f' Test: {scores}.' if scores else ''}\n\n⚠️ Research use only — **not for clinical decisions**."
     )
 
@@ -221,12 +223,50 @@ def _classify(file, choice: str, custom: str, saliency: bool, top_k: int, reques
         raise gr.Error(f"Could not read the upload: {e}") from e
     x, shown = preprocess(image, model)
     with torch.inference_mode():
-        probabilities = model(x).softmax(dim=1)[0]
+        probabilities = zoo.task.probabilities(_task(model), model(x))[0]
     k = max(1, min(int(top_k), len(probabilities)))
     labels = model.label_names or [f"class {i}" for i in range(len(probabilities))]
     result = {labels[i]: float(probabilities[i]) for i in probabilities.topk(k).indices.tolist()}
     heat = overlay(shown, grad_cam(model, x, int(probabilities.argmax()))) if saliency else None
-    return (result, heat, _describe(model, image, original_mode), model_card(model, name)), model, image
+    info = _findings(model, probabilities) + _ood_warning(model, x) + _describe(model, image, original_mode)
+    return (result, heat, info, model_card(model, name)), model, image
+
+
+def _task(model: torch.nn.Module) -> str:
+    """``model.task`` (zoo.load sets it; a head-only export composed with its base encoder is multi-class)."""
+    return getattr(model, "task", zoo.task.MULTICLASS)
+
+
+def _findings(model: torch.nn.Module, probabilities: torch.Tensor) -> str:
+    """A multi-label model's findings: every label's probability next to its threshold (chosen on val), the
+    present ones first; nothing for a multi-class model (the Label output says it all)."""
+    if _task(model) != zoo.task.MULTILABEL:
+        return ""
+    rows = sorted(
+        zip(model.label_names, probabilities.tolist(), model.thresholds, strict=True),
+        key=lambda row: (row[1] < row[2], -row[1]),
+    )
+    lines = "\n".join(
+        f"| {name} | {p:.3f} | {t:.3f} | {'**present**' if p >= t else 'absent'} |" for name, p, t in rows
+    )
+    return (
+        "**Findings** (multi-label: a sigmoid per finding, present at its threshold)\n\n"
+        f"| finding | probability | threshold | |\n|---|---|---|---|\n{lines}\n\n"
+    )
+
+
+def _ood_warning(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """The out-of-distribution warning (also a toast) when the upload's score passes the model's threshold; a
+    line saying so for an export without a reference."""
+    if getattr(model, "ood", None) is None:
+        return "_This model has no out-of-distribution reference: nothing warns about unfamiliar images._\n\n"
+    score = float(model.ood_score(x)[0])
+    if score <= model.ood.threshold:
+        return ""
+    dataset = (model.zoo_metadata or {}).get("dataset", "this model")
+    text = OOD_WARNING.format(dataset=dataset)
+    gr.Warning(text)
+    return f"⚠️ **{text}** (out-of-distribution score {score:.0f} > threshold {model.ood.threshold:.0f})\n\n"
 
 
 def classify(
@@ -313,7 +353,7 @@ def build_demo(model: str | None = None) -> gr.Blocks:
             with gr.Column():
                 label = gr.Label(label="Prediction", elem_id="prediction")
                 heat = gr.Image(label="Where the model looks", type="pil")
-                info = gr.Markdown(label="Preprocessing")
+                info = gr.Markdown(label="Preprocessing", elem_id="details")
                 card = gr.Markdown(label="Model card")
         outputs, endpoint = [label, heat, info, card], classify
         if SETTINGS.get("similar") is not None:

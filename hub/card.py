@@ -17,12 +17,25 @@ METRIC_NAMES = {
     "f1_weighted": "Weighted F1",
     "auroc": "AUROC",
 }
+MULTILABEL_METRIC_NAMES = {
+    "linear_auroc_macro": "Macro AUROC",
+    "auroc_micro": "Micro AUROC",
+    "map": "mAP",
+    "f1_macro": "Macro F1 (per-label thresholds)",
+    "f1_micro": "Micro F1 (per-label thresholds)",
+    "knn_auroc_macro": "kNN macro AUROC",
+}
 
 
-def _eval_results(metrics: dict, dataset: str, split: str) -> list[EvalResult]:
+def _metric_names(zoo_meta: dict) -> dict:
+    return MULTILABEL_METRIC_NAMES if zoo_meta.get("task") == "multilabel" else METRIC_NAMES
+
+
+def _eval_results(metrics: dict, dataset: str, split: str, names: dict) -> list[EvalResult]:
+    task = "image-classification"  # the Hub's task name for both; the card says multi-label
     return [
         EvalResult(
-            task_type="image-classification",
+            task_type=task,
             dataset_type=dataset,
             dataset_name=dataset,
             dataset_split=split,
@@ -30,9 +43,51 @@ def _eval_results(metrics: dict, dataset: str, split: str) -> list[EvalResult]:
             metric_name=name,
             metric_value=round(float(metrics[key]), 4),
         )
-        for key, name in METRIC_NAMES.items()
+        for key, name in names.items()
         if metrics.get(key) is not None
     ]
+
+
+def _task_text(config: dict) -> str:
+    """What the classifier's outputs mean: classes (softmax) or labels (a sigmoid each, with thresholds)."""
+    zoo_meta = config["zoo"]
+    if zoo_meta.get("task") != "multilabel":
+        labels = ", ".join(f"`{n}`" for n in config["label_names"])
+        return f"a linear probe over {labels} stored as timm's own classifier (softmax over the classes)"
+    pairs = ", ".join(
+        f"`{n}` ≥ {t:.3f}" for n, t in zip(config["label_names"], zoo_meta["thresholds"], strict=True)
+    )
+    return (
+        "a **multi-label** linear probe (one-vs-rest) stored as timm's own classifier: each output is one "
+        "finding's logit, to pass through a **sigmoid** (not a softmax); a finding is reported present at its "
+        f"threshold, chosen on the val split for the best F1: {pairs}"
+    )
+
+
+def _ood_text(zoo_meta: dict) -> str:
+    """The out-of-distribution reference: what it is, its threshold and how often it fired on val and test."""
+    ood = zoo_meta.get("ood")
+    if not ood:
+        return (
+            "This export has **no** out-of-distribution reference: nothing warns when an input is unlike its "
+            "training data."
+        )
+    return (
+        f"`{ood['file']}` holds a reference fitted on the {ood['fitted_on']['images']} training images' features: "
+        f"{ood['method']} (shrinkage {ood['shrinkage']:.3f}). `model.ood_score(x)` is each image's squared "
+        f"Mahalanobis distance; above **{ood['threshold']:.1f}** (the {ood['percentile']:g}th percentile of "
+        f"{ood['calibrated_on']['images']} held-out in-distribution scores: {ood['calibrated_on']['split']}) the "
+        "image looks unlike the training data and the prediction may be meaningless (the demo says so). It "
+        f"flagged {100 * ood['val_flagged']:.1f} % of the val and {100 * ood['test_flagged']:.1f} % of the test "
+        "images. It detects inputs far from the training data (another modality, stain or scanner), not every "
+        "error."
+    )
+
+
+def _probabilities(zoo_meta: dict) -> str:
+    if zoo_meta.get("task") == "multilabel":
+        return "model(x).sigmoid()                  # one per label; present where >= model.thresholds"
+    return "model(x).softmax(dim=1)             # classes: model.label_names"
 
 
 REPO_PLACEHOLDER = (
@@ -63,6 +118,7 @@ def render_card(
     hub_id = repo_id or f"{REPO_PLACEHOLDER}{repo_name}"
     zoo_meta = config["zoo"]
     method, dataset = zoo_meta["method"], zoo_meta["dataset"]
+    names = _metric_names(zoo_meta)
     data = ModelCardData(
         library_name="timm",
         license=LICENSES.get(spec.license, "other"),
@@ -70,14 +126,11 @@ def render_card(
         tags=["ssl", "self-supervised", "medical", method, dataset, "medssl-zoo"],
         datasets=[dataset],
         model_name=repo_name,
-        eval_results=_eval_results(metrics, dataset, "test") or None,
+        eval_results=_eval_results(metrics, dataset, "test", names) or None,
     )
     table = "\n".join(
-        f"| {name} | {metrics[key]:.4f} |"
-        for key, name in METRIC_NAMES.items()
-        if metrics.get(key) is not None
+        f"| {name} | {metrics[key]:.4f} |" for key, name in names.items() if metrics.get(key) is not None
     )
-    labels = ", ".join(f"`{n}`" for n in config["label_names"])
     content = f"""---
 {data.to_yaml()}
 ---
@@ -85,8 +138,8 @@ def render_card(
 # {repo_name}
 
 A **{method}** self-supervised encoder ({config["architecture"]}, {config["num_features"]}-d features) pre-trained on
-**{spec.description}** with MedSSL Zoo, plus a linear probe over
-{labels} stored as timm's own classifier.
+**{spec.description}** with MedSSL Zoo, plus
+{_task_text(config)}.
 
 ## Intended use and limitations
 - For **research** on representation learning for small medical datasets. **Not for clinical decisions**: it was
@@ -99,6 +152,8 @@ A **{method}** self-supervised encoder ({config["architecture"]}, {config["num_f
 ```python
 import zoo
 model = zoo.load("{hub_id}")                      # classifier, eval mode
+probabilities = {_probabilities(zoo_meta)}
+unlike_training_data = model.ood_score(x) > model.ood.threshold{"" if zoo_meta.get("ood") else "  # (no reference in this export)"}
 encoder = zoo.load("{hub_id}", features_only=True)  # {config["num_features"]}-d features
 
 import timm                                           # plain timm, no zoo needed
@@ -106,6 +161,9 @@ model = timm.create_model("hf-hub:{hub_id}", pretrained=True)
 ```
 Demo: `medssl-demo --model {hub_id}`.
 
+
+## Out-of-distribution inputs
+{_ood_text(zoo_meta)}
 
 ## Training
 | | |

@@ -4,7 +4,9 @@
 
 The folder holds the timm backbone with the run's linear probe as timm's own classifier (feature
 standardisation folded in), so ``zoo.load(OUT_DIR)``, ``timm.create_model("local-dir:OUT_DIR", pretrained=True)``
-and the demo all work on it. It is written to a temporary folder and renamed: an export is whole or absent.
+and the demo all work on it. On multi-label data the probe is one-vs-rest (a sigmoid per label) and config.json
+records the task and the per-label thresholds chosen on val; every export also carries an out-of-distribution
+reference fitted on the training split (``ood.safetensors``, :mod:`zoo.ood`). It is written to a temporary folder and renamed: an export is whole or absent.
 An existing ``OUT_DIR`` is only replaced when it is an earlier export (or empty); any other folder is left alone
 (``--force`` moves it aside, it never deletes it), and the run directory and its parents are always refused.
 """
@@ -30,10 +32,18 @@ from zoo.backbones import size_kwargs
 from zoo.data import get_dataset_spec
 from zoo.data.run_data import RunData
 from zoo.data.splits import file_sha256
-from zoo.files import atomic_folder, open_regular, remove_stale_temporaries, save_safetensors, temporary_path
+from zoo.files import (
+    atomic_folder,
+    atomic_write_bytes,
+    open_regular,
+    remove_stale_temporaries,
+    save_safetensors,
+    temporary_path,
+)
 from zoo.hub_format import (
     CARD_FILE,
     MODEL_CONFIG_FILE,
+    OOD_FILE,
     PLOT_FILE,
     WEIGHTS_FILE,
     is_export,
@@ -41,7 +51,20 @@ from zoo.hub_format import (
     zoo_home,
 )
 from zoo.methods import get_method_spec
-from zoo.probe import LinearProbe, classification_metrics, extract_features, fit_linear_probe, knn_accuracy
+from zoo.ood import DEFAULT_PERCENTILE, MAX_FEATURES, fit_reference, reference_bytes
+from zoo.probe import (
+    LinearProbe,
+    MultiLabelProbe,
+    choose_thresholds,
+    classification_metrics,
+    extract_features,
+    fit_linear_probe,
+    fit_multilabel_probe,
+    knn_accuracy,
+    knn_multilabel,
+    macro_auroc,
+    multilabel_metrics,
+)
 from zoo.run_config import RunConfig
 from zoo.run_dir import (
     CURVES_FILE,
@@ -54,6 +77,7 @@ from zoo.run_dir import (
     read_run,
     read_run_record,
 )
+from zoo.task import MULTICLASS, MULTILABEL
 
 __all__ = ["ExportError", "export_run", "build_classifier", "check_destination", "write_folder", "zoo_home"]
 
@@ -73,7 +97,7 @@ def build_classifier(
     encoder: torch.nn.Module,
     architecture: str,
     in_chans: int,
-    probe: LinearProbe,
+    probe: LinearProbe | MultiLabelProbe,
     image_size: int | None = None,
 ) -> torch.nn.Module:
     """A timm classifier: the encoder's weights plus the folded probe as ``get_classifier()``."""
@@ -175,9 +199,11 @@ def write_folder(
     *,
     run_dir: Path | None = None,
     force: bool = False,
+    generated: dict[str, bytes] | None = None,
 ) -> Path:
     """Write the export files into a temporary sibling folder, then swap it in place of ``out_dir`` (only over an
-    earlier export or an empty folder; see :func:`check_destination`)."""
+    earlier export or an empty folder; see :func:`check_destination`). ``extra``: files copied from the run;
+    ``generated``: files given as their bytes (the OOD reference)."""
     out_dir = Path(out_dir)
     check_destination(out_dir, run_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +214,8 @@ def write_folder(
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name, source in (extra or {}).items():
             _copy_regular(source, tmp / name)
+        for name, data in (generated or {}).items():
+            atomic_write_bytes(tmp / name, data)
         check_destination(out_dir, run_dir, force)  # again: the folder may have changed during the export
         replaced = _clear_the_way(out_dir)
     if replaced is not None:
@@ -209,21 +237,29 @@ def _clear_the_way(out_dir: Path) -> Path | None:
     return None
 
 
-def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe, dict[str, torch.Tensor]]:
-    """The linear probe on fp32 features of train (L2 chosen on val): fp32, so that an export is the same on
-    every machine (bf16 autocast is used only where it is fast); also returns the features."""
+def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe | MultiLabelProbe, dict[str, torch.Tensor]]:
+    """The linear probe on fp32 features of train (L2 chosen on val; one-vs-rest on multi-label data): fp32, so
+    that an export is the same on every machine (bf16 autocast is used only where it is fast); also returns the
+    features."""
     feats = {
         s: extract_features(encoder, images, data.eval_transform, autocast=False)
         for s, (images, _) in data.splits.items()
     }
-    probe = fit_linear_probe(feats["train"], data.train[1], feats["val"], data.val[1])
+    fit = fit_multilabel_probe if data.dataset.multilabel else fit_linear_probe
+    probe = fit(feats["train"], data.train[1], feats["val"], data.val[1])
     return probe, feats
 
 
-def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe: LinearProbe) -> dict:
+def _logits(model: torch.nn.Module, images: torch.Tensor, data: RunData) -> torch.Tensor:
+    return extract_features(model, images, data.eval_transform, autocast=False)  # N x classes
+
+
+def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe) -> dict:
     """Test metrics of the exported classifier itself (what zoo.load or timm will compute) and of kNN."""
+    if data.dataset.multilabel:
+        return _score_multilabel(model, feats, data, knn_k, probe)
     num_classes = data.dataset.num_classes
-    logits = extract_features(model, data.test[0], data.eval_transform, autocast=False)  # N x classes
+    logits = _logits(model, data.test[0], data)
     metrics = classification_metrics(torch.softmax(logits, dim=1), data.test[1], num_classes)
     metrics["linear_accuracy"] = metrics["accuracy"]
     metrics["knn_accuracy"] = knn_accuracy(
@@ -231,6 +267,33 @@ def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe
     )
     metrics["probe_inverse_l2"] = probe.inverse_l2
     return metrics
+
+
+def _score_multilabel(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe) -> dict:
+    """The multi-label metrics of the exported classifier on test, at per-label thresholds chosen on val (its
+    own sigmoid outputs), and kNN's macro AUROC."""
+    val = torch.sigmoid(_logits(model, data.val[0], data))
+    thresholds = choose_thresholds(val, data.val[1])
+    test = torch.sigmoid(_logits(model, data.test[0], data))
+    metrics = multilabel_metrics(test, data.test[1], thresholds, data.dataset.class_names)
+    metrics["linear_auroc_macro"] = metrics["auroc_macro"]
+    votes = knn_multilabel(feats["train"], data.train[1], feats["test"], k=knn_k)
+    metrics["knn_auroc_macro"] = macro_auroc(votes, data.test[1])
+    metrics["probe_inverse_l2"] = probe.inverse_l2
+    metrics["thresholds"] = thresholds
+    return metrics
+
+
+def _ood(feats: dict, percentile: float) -> tuple[dict, bytes | None]:
+    """The zoo.ood block and ood.safetensors: the reference fitted on train, its threshold, and how many val and
+    test images pass it (none for a model wider than :data:`zoo.ood.MAX_FEATURES`)."""
+    if feats["train"].shape[1] > MAX_FEATURES:
+        log.warning("no OOD reference: %d features, more than %d", feats["train"].shape[1], MAX_FEATURES)
+        return {}, None
+    reference, about = fit_reference(feats["train"], feats["val"], percentile)
+    data, sha256 = reference_bytes(reference)
+    test_flagged = float(reference.flags(feats["test"]).float().mean())
+    return {"file": OOD_FILE, "sha256": sha256, **about, "test_flagged": test_flagged}, data
 
 
 def published_config(cfg: RunConfig) -> dict:
@@ -243,11 +306,16 @@ def published_config(cfg: RunConfig) -> dict:
     return public
 
 
-def _zoo_metadata(cfg: RunConfig, metrics: dict, run_dir: Path, probe_dataset: str) -> dict:
-    """The ``zoo`` block of config.json: provenance and measured metrics (``probe_dataset``: where the classifier
-    and the metrics come from; an unlabelled run's --eval-dataset)."""
+def _zoo_metadata(
+    cfg: RunConfig, metrics: dict, run_dir: Path, probe_dataset: str, task: str = MULTICLASS
+) -> dict:
+    """The ``zoo`` block of config.json: provenance, the task type (and a multi-label model's thresholds) and
+    measured metrics (``probe_dataset``: where the classifier and the metrics come from; an unlabelled run's
+    --eval-dataset)."""
     return {
         "probe_dataset": probe_dataset,
+        "task": task,
+        **({"thresholds": metrics["thresholds"]} if task == MULTILABEL else {}),
         "method": cfg.method,
         "dataset": cfg.dataset,
         "seed": cfg.seed,
@@ -259,7 +327,7 @@ def _zoo_metadata(cfg: RunConfig, metrics: dict, run_dir: Path, probe_dataset: s
         "config": published_config(cfg),
         "eval_split": "test",
         "training": f"{cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size}, {cfg.length}",
-        "metrics": metrics,
+        "metrics": {k: v for k, v in metrics.items() if k != "thresholds"},
         "split_manifest_sha256": file_sha256(run_dir / SPLIT_FILE),
         "code_version": zoo.__version__,
     }
@@ -276,8 +344,11 @@ def _init_weights(run_dir: Path) -> dict:
     )
 
 
-def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dict) -> dict:
+def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dict, ood: dict) -> dict:
     cfg, ds = run.config, data.dataset
+    zoo_block = _zoo_metadata(cfg, metrics, run.path, ds.spec.name, ds.task)
+    if ood:
+        zoo_block["ood"] = ood
     return make_config(
         cfg.backbone,
         model.pretrained_cfg,
@@ -287,7 +358,7 @@ def _export_config(run: Run, model: torch.nn.Module, data: RunData, metrics: dic
         label_names=ds.class_names,
         data_config=data.data_config,
         license=ds.spec.license,
-        zoo_metadata=_zoo_metadata(cfg, metrics, run.path, ds.spec.name),
+        zoo_metadata=zoo_block,
     )
 
 
@@ -299,11 +370,12 @@ def export_run(
     *,
     force: bool = False,
     repo_id: str | None = None,
+    ood_percentile: float = DEFAULT_PERCENTILE,
 ) -> Path:
     """Export ``run_dir`` (a finished pre-training run) to ``out_dir``.
 
     The trainer passes its ``encoder`` and ``data`` to skip reloading them; ``repo_id`` (the Hub repository it will
-    be pushed to) goes into the model card's usage lines.
+    be pushed to) goes into the model card's usage lines; ``ood_percentile`` places the OOD threshold.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     has_plot = _check_run_files(run_dir)
@@ -318,8 +390,9 @@ def export_run(
     size = data.data_config["input_size"][-1]
     model = build_classifier(encoder, run.config.backbone, data.dataset.channels, probe, size)
     metrics = _score(model, feats, data, run.config.knn_k, probe)
+    ood, ood_data = _ood(feats, ood_percentile)
 
-    config = _export_config(run, model, data, metrics)
+    config = _export_config(run, model, data, metrics, ood)
     card = render_card(
         out_dir.name,
         config,
@@ -331,15 +404,26 @@ def export_run(
     )
 
     extra = {PLOT_FILE: run_dir / CURVES_FILE} if has_plot else {}
-    path = write_folder(out_dir, model, config, str(card), extra, run_dir=run_dir, force=force)
+    generated = {OOD_FILE: ood_data} if ood_data is not None else {}
+    path = write_folder(
+        out_dir, model, config, str(card), extra, run_dir=run_dir, force=force, generated=generated
+    )
+    what = "macro AUROC" if data.dataset.multilabel else "accuracy"
+    key = "auroc_macro" if data.dataset.multilabel else "accuracy"
     log.info(
-        "exported %s → %s (linear %.3f, kNN %.3f on test)",
+        "exported %s → %s (linear %s %s, kNN %s %s on test)",
         run_dir,
         path,
-        metrics["linear_accuracy"],
-        metrics["knn_accuracy"],
+        what,
+        _shown(metrics[f"linear_{key}"]),
+        what,
+        _shown(metrics[f"knn_{key}"]),
     )
     return path
+
+
+def _shown(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,6 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         "out_dir", type=Path, nargs="?", help="destination folder (default: $ZOO_HOME/<method>-<dataset>)"
     )
     parser.add_argument(
+        "--ood-percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help="the out-of-distribution threshold: this percentile of held-out in-distribution scores "
+        "(default: %(default)s, about 1 %% of such images flagged)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="if OUT_DIR exists and is not an earlier export, move it aside (renamed, never deleted) first",
@@ -368,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out_dir is None:
             cfg = read_run(args.run_dir).config
             args.out_dir = zoo_home() / f"{cfg.method}-{cfg.dataset}"
-        print(export_run(args.run_dir, args.out_dir, force=args.force))
+        print(export_run(args.run_dir, args.out_dir, force=args.force, ood_percentile=args.ood_percentile))
     except (FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

@@ -28,6 +28,7 @@ from zoo.hub_format import (
     EXPORT_FILES,
     HEAD_FILE,
     MODEL_CONFIG_FILE,
+    OOD_FILE,
     PLOT_FILE,
     WEIGHTS_FILE,
     read_config,
@@ -155,7 +156,7 @@ def _operations(folder: Path, files: list[str], repo_id: str, stack: ExitStack) 
     """One upload per export file, each read from the regular file that was checked (opened without following
     links: a link swapped in after the checks is refused, not published); ``stack`` closes them."""
     operations = [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=_card_text(folder, repo_id))]
-    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, PLOT_FILE):
+    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE, PLOT_FILE, OOD_FILE):
         if name in files:
             f = stack.enter_context(open_regular(folder / name, name, follow_links=False))
             if name == PLOT_FILE and f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:

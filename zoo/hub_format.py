@@ -2,7 +2,8 @@
 
 Written by :mod:`hub.export`, read by :func:`zoo.load`. Plain ``timm.create_model("hf-hub:<repo>",
 pretrained=True)`` reads the same file: timm uses ``architecture``, ``num_classes``, ``model_args``,
-``pretrained_cfg`` and ignores the ``zoo`` block.
+``pretrained_cfg`` and ignores the ``zoo`` block. The ``zoo`` block's task type, per-label thresholds and
+out-of-distribution reference (``ood.safetensors``, beside the weights) are :mod:`zoo.task`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "MODEL_CONFIG_FILE",
     "CARD_FILE",
     "PLOT_FILE",
+    "OOD_FILE",
     "EXPORT_FILES",
     "is_export",
     "make_config",
@@ -37,7 +39,8 @@ WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE = (
     "curves.png",
 )
 HEAD_FILE = "head.safetensors"  # a head-only export's linear head (zoo/composed.py)
-EXPORT_FILES = frozenset({WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE, HEAD_FILE})
+OOD_FILE = "ood.safetensors"  # the out-of-distribution reference (zoo.ood); timm never reads it
+EXPORT_FILES = frozenset({WEIGHTS_FILE, MODEL_CONFIG_FILE, CARD_FILE, PLOT_FILE, HEAD_FILE, OOD_FILE})
 # bounds of what a config.json may ask for (anything larger is refused before a model is built)
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_CLASSES = 100_000
@@ -210,6 +213,9 @@ def validate_config(config) -> dict:
     _check_pretrained_cfg(config["pretrained_cfg"], model_args.get("in_chans", 3))
     if not isinstance(config.get("zoo", {}), dict):
         raise ValueError("the zoo block must be a mapping")
+    from zoo.task import check_block  # the task type, thresholds and OOD reference of the zoo block
+
+    check_block(config.get("zoo", {}), config["num_classes"])
     return config
 
 

@@ -6,7 +6,8 @@ self-hosted mirrors, ``HF_HUB_OFFLINE``), each file within a deadline (``ZOO_HUB
 files, 20 times that for the weights), all pinned to the commit of the first. A model folder is untrusted input:
 ``config.json`` is validated (:func:`zoo.hub_format.validate_config`), the model is first built on the ``meta``
 device and compared with what the ``model.safetensors`` header declares, and only then allocated and filled. Only
-safetensors are ever loaded — never pickles.
+safetensors are ever loaded — never pickles. The model says what its outputs mean and how unlike its training
+data an input is (``model.task``, ``model.thresholds``, ``model.ood_score(x)``: :mod:`zoo.task`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from zoo import task
 from zoo.catalogue import CatalogueEntry, catalogue_entry
 from zoo.catalogue_load import load_entry
 from zoo.composed import is_head_only, load_composed
-from zoo.hub_format import CARD_FILE, HEAD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, read_config, zoo_home
+from zoo.hub_format import (
+    CARD_FILE,
+    HEAD_FILE,
+    MODEL_CONFIG_FILE,
+    OOD_FILE,
+    WEIGHTS_FILE,
+    read_config,
+    zoo_home,
+)
 from zoo.registry import close_names, get_entry, is_hub_id, is_model_name
 from zoo.revision import check_commit, check_revision
 from zoo.safetensors_header import read_header
@@ -188,8 +198,9 @@ def _download(
         # snapshots/<commit sha>/config.json: pin the other files to it (what the server answered, checked)
         commit = check_commit(config.parent.name, f"{name}: the commit {repo_id} resolved to")
         _fetch_weights(repo_id, weights, commit, 20 * deadline * max(1.0, weight_bytes / 2**30), local_only)
-        with contextlib.suppress(EntryNotFoundError, LocalEntryNotFoundError):  # the card is optional
-            _fetch(repo_id, CARD_FILE, commit, deadline, local_only)
+        for optional in (CARD_FILE, OOD_FILE):  # the card, and the OOD reference of exports that have one
+            with contextlib.suppress(EntryNotFoundError, LocalEntryNotFoundError):
+                _fetch(repo_id, optional, commit, deadline, local_only)
         return config.parent
     except LocalEntryNotFoundError as e:
         denied = _denied(
@@ -365,13 +376,16 @@ def load(
 ) -> torch.nn.Module:
     """Load a zoo model as a timm ``nn.Module`` in eval mode, weights loaded strictly.
 
-    The model carries ``pretrained_cfg`` (input size, mean/std, …), ``label_names`` and ``zoo_metadata``.
+    The model carries ``pretrained_cfg`` (input size, mean/std, …), ``label_names`` and ``zoo_metadata``, and
+    :mod:`zoo.task`'s ``task`` (``multiclass``: softmax; ``multilabel``: a sigmoid per label, ``thresholds`` per
+    label), ``ood`` (the out-of-distribution reference, or None for older exports) and ``ood_score(x)``.
     ``features_only=True`` drops the classifier: ``model(x)`` returns pooled features (N x num_features).
     ``local_paths=False`` refuses paths on this machine (see :func:`resolve`).
 
     Example:
         >>> model = zoo.load("vicreg-breast")
-        >>> probabilities = model(x).softmax(dim=1)
+        >>> probabilities = zoo.task.probabilities(model.task, model(x))  # softmax, or sigmoid if multi-label
+        >>> unlike_training_data = model.ood_score(x) > model.ood.threshold
     """
     entry = _catalogue(name_or_path, local_paths)
     if entry is not None and not features_only:
@@ -396,6 +410,7 @@ def load(
     model.source = str(folder)
     if features_only:
         model.reset_classifier(0)
+    task.attach(model, folder, config)
     return model.eval().to(device or "cpu")
 
 

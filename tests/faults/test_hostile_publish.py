@@ -21,7 +21,7 @@ from medssl_zoo.hub.export import ExportError, check_destination, export_run
 from medssl_zoo.hub.push import push
 from medssl_zoo.train import reproduce
 from tests.helpers.hub_server import HubServer
-from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, PLOT_FILE, WEIGHTS_FILE
+from zoo.hub_format import CARD_FILE, MODEL_CONFIG_FILE, OOD_FILE, PLOT_FILE, WEIGHTS_FILE
 from zoo.registry import read_registry_file
 from zoo.run_dir import CURVES_FILE, ENCODER_FILE, read_run
 
@@ -139,7 +139,7 @@ def test_export_skips_a_linked_curves_image_and_never_copies_its_target(run_copy
     caplog.set_level(logging.WARNING)
     out = export_run(run_copy, tmp_path / "export")
     assert f"{run_copy / CURVES_FILE} is a symbolic link: not copied" in caplog.text
-    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, MODEL_CONFIG_FILE, WEIGHTS_FILE, OOD_FILE]
     assert not any(SECRET in p.read_bytes() for p in out.iterdir())
     assert f"]({PLOT_FILE})" not in (out / CARD_FILE).read_text()  # the card does not show a missing plot
     assert zoo.load(out).label_names

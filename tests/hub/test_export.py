@@ -105,7 +105,7 @@ def test_the_zoo_block_of_older_and_epoch_based_runs(tiny_run):
     cfg = from_stored(stored, "config.yaml")
     block = export_module._zoo_metadata(cfg, {"linear_accuracy": 0.5}, tiny_run, "synthetic")
     assert set(block) == {  # the hub format's zoo block (DESIGN.md), read by the card, the demo and `zoo info`
-        "probe_dataset", "method", "dataset", "seed", "paper_mode", "grouped_split", "init", "encoder", "config",
+        "probe_dataset", "task", "method", "dataset", "seed", "paper_mode", "grouped_split", "init", "encoder", "config",
         "eval_split", "training", "metrics", "split_manifest_sha256", "code_version",
     }  # fmt: skip
     assert (block["probe_dataset"], block["seed"], block["eval_split"]) == ("synthetic", cfg.seed, "test")
