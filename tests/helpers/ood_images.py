@@ -63,16 +63,15 @@ def ood_images(kind: str, count: int = 40, channels: int = 3) -> list[torch.Tens
 
 
 def model_inputs(model: torch.nn.Module, images: list[torch.Tensor]) -> torch.Tensor:
-    """The images as the demo feeds them: PIL images through the model's own timm eval transform (resize, centre
-    crop, normalise), one batch."""
+    """The images as the demo feeds them: each through the model's own eval transform
+    (:func:`zoo.data.transforms.eval_transform` of its timm data config: resize, centre crop, normalise), one
+    batch. ``images``: uint8 C x H x W with the model's channels."""
     import timm
-    from PIL import Image
 
-    config = timm.data.resolve_data_config({}, model=model)
-    transform = timm.data.create_transform(**config, is_training=False)
-    mode = "L" if config["input_size"][0] == 1 else "RGB"
-    pil = [Image.fromarray(i.permute(1, 2, 0).squeeze(-1).numpy()).convert(mode) for i in images]
-    return torch.stack([transform(p) for p in pil])
+    from zoo.data.transforms import eval_transform
+
+    transform = eval_transform(timm.data.resolve_data_config({}, model=model))
+    return torch.stack([transform(i) for i in images])
 
 
 def ood_table(model: torch.nn.Module, test_images: torch.Tensor, count: int = 40) -> dict:
