@@ -125,13 +125,14 @@ def test_load_dataset_skips_a_bad_file_by_name_and_keeps_good_ones(
 @pytest.mark.parametrize(
     "name", sorted(corpus.BAD) + sorted(corpus.BAD_DICOM) + list(corpus.GOOD) + list(corpus.GOOD_DICOM)
 )
-def test_demo_classify_answers_or_refuses_each_file(files, tiny_export, name):
-    app.OPERATOR_MODELS.add(str(tiny_export))
+def test_demo_classify_answers_or_refuses_each_file(files, tiny_export, name, monkeypatch):
+    monkeypatch.setattr(app, "OPERATOR_MODELS", {})
+    model = app.add_operator_model(str(tiny_export))  # as `--model FOLDER` registers it
     if name in corpus.BAD or name in corpus.BAD_DICOM:
         with pytest.raises(gr.Error, match="Could not read the upload"):
-            app.classify(str(files[name]), "", str(tiny_export), False, 3)
+            app.classify(str(files[name]), "", model, False, 3)
     else:
-        label, _, info, _ = app.classify(str(files[name]), "", str(tiny_export), False, 3)
+        label, _, info, _ = app.classify(str(files[name]), "", model, False, 3)
         assert abs(sum(label.values()) - 1) < 0.2 and "Preprocessing" in info
 
 

@@ -141,6 +141,7 @@ def test_push_cli_prints_one_line_and_no_traceback(tiny_export):
 
 
 def test_demo_serves_loaded_models_while_another_loads(tiny_export, monkeypatch):
+    monkeypatch.setattr(app, "OPERATOR_MODELS", {})
     name = app.add_operator_model(str(tiny_export))
     loaded = app.get_model(name)
     release, started = threading.Event(), threading.Event()
