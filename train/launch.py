@@ -23,8 +23,6 @@ import torch
 
 __all__ = ["launch"]
 
-log = logging.getLogger("train")
-
 
 def launch(module: str, argv: list[str], processes: int) -> int:
     """Run ``python -m module *argv`` in ``processes`` local processes; their exit code (0 when all succeed)."""
@@ -32,9 +30,8 @@ def launch(module: str, argv: list[str], processes: int) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if (
-        not torch.cuda.is_available()
-    ):  # Accelerate runs several CPU processes only when told they are CPU ones
+    if not torch.cuda.is_available():
+        # Accelerate runs several CPU processes as one group only when told they are CPU ones
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
         # the cores shared out (Accelerate would otherwise set 1 thread per process, with a warning)
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
