@@ -141,7 +141,7 @@ def uploads(tmp: Path, code: Path, count: int, megabytes: int) -> dict:
                 client.predict(handle_file(str(path)), "model", "", False, 3, api_name="/classify")
             except Exception:
                 errors += 1
-            path.unlink()
+            path.unlink()  # the upload file this bench wrote just above
         names = {f"upload-{i}.png" for i in range(count)}
         left = [p for p in cache.rglob("*") if p.is_file() and p.name in names]
         server = psutil.Process().children(recursive=True)

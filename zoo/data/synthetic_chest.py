@@ -14,24 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from zoo.data.dataset import MEDMNIST_LABELS
+
 __all__ = ["FINDINGS", "PREVALENCE", "generate", "render_chest"]
 
-FINDINGS = (  # MedMNIST v2's chestmnist label names, in its order
-    "atelectasis",
-    "cardiomegaly",
-    "effusion",
-    "infiltration",
-    "mass",
-    "nodule",
-    "pneumonia",
-    "pneumothorax",
-    "consolidation",
-    "edema",
-    "emphysema",
-    "fibrosis",
-    "pleural",
-    "hernia",
-)
+FINDINGS = MEDMNIST_LABELS["chestmnist"]  # MedMNIST v2's chestmnist label names, in its order
 MIN_PREVALENCE = 0.04
 # ChestMNIST's training shares (NIH ChestX-ray14), raised to MIN_PREVALENCE
 PREVALENCE = tuple(
