@@ -33,6 +33,7 @@ from zoo.hub_format import (
     WEIGHTS_FILE,
     read_config,
 )
+from zoo.messages import first_line
 from zoo.registry import is_hub_id
 from zoo.revision import check_revision
 
@@ -67,10 +68,10 @@ def _explain(error: BaseException, endpoint: str) -> PushError:
             "HF_TOKEN to a token with write access to the repository"
         )
     if isinstance(error, HfHubHTTPError):
-        first = str(error).splitlines()[0][:200]
+        first = first_line(error)
         return PushError(f"the Hub at {endpoint} answered HTTP {status}: {first}")
     return PushError(
-        f"cannot reach the Hub at {endpoint} ({type(error).__name__}: {str(error)[:200]}); check the network, or "
+        f"cannot reach the Hub at {endpoint} ({type(error).__name__}: {first_line(error)}); check the network, or "
         "set HF_ENDPOINT to a reachable Hub or mirror"
     )
 

@@ -19,6 +19,7 @@ from timm.data import resolve_data_config
 
 import zoo
 from zoo.embeddings.encoder import Encoder, load_encoder, pooling_of
+from zoo.messages import first_line
 
 __all__ = ["BASELINES", "load_encoders"]
 
@@ -61,7 +62,7 @@ def _baseline(spec: str, reference: Encoder | None) -> Encoder:
     except (OSError, RuntimeError) as e:  # no network: huggingface_hub / urllib errors
         raise ValueError(
             f"{spec} needs timm's ImageNet weights of {architecture}, which cannot be downloaded here "
-            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); download them on a connected machine (they "
+            f"({type(e).__name__}: {first_line(e)}); download them on a connected machine (they "
             "are cached under HF_HOME) or leave the baseline out"
         ) from e
     if kind == "imagenet":

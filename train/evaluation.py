@@ -33,6 +33,7 @@ from zoo.data.batch_augment import BatchAugment
 from zoo.data.run_data import DataRequest, RunData, load_run_data
 from zoo.files import atomic_write_json
 from zoo.hub_format import WEIGHTS_FILE
+from zoo.messages import first_line
 from zoo.probe import (
     choose_thresholds,
     classification_metrics,
@@ -361,9 +362,7 @@ def _local_weights(encoder: torch.nn.Module, weights: Path, architecture: str) -
     try:
         missing, _ = encoder.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise ValueError(
-            f"--weights {weights} do not fit {architecture} ({str(e).splitlines()[1][:160]})"
-        ) from e
+        raise ValueError(f"--weights {weights} do not fit {architecture} ({first_line(e, line=1)})") from e
     if missing:
         raise ValueError(f"--weights {weights} lack {missing[:5]} for {architecture}")
     return encoder
@@ -389,7 +388,7 @@ def baseline_encoders(source: Source, options: EvalOptions) -> dict[str, torch.n
         except (OSError, RuntimeError, ValueError) as e:  # no network: huggingface_hub / urllib errors
             raise ValueError(
                 f"the imagenet baseline needs timm's ImageNet weights of {source.architecture}, which cannot be "
-                f"downloaded here ({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download them on a "
+                f"downloaded here ({type(e).__name__}: {first_line(e)}). Download them on a "
                 "connected machine (they are cached under HF_HOME) or pass --weights FILE.safetensors, or leave "
                 "the baseline out (--baselines random)"
             ) from e

@@ -30,6 +30,7 @@ from medssl_zoo.train.config import PretrainConfig
 from medssl_zoo.train.network import unreachable
 from zoo.catalogue import catalogue_entry
 from zoo.files import sha256_file
+from zoo.messages import first_line
 from zoo.safetensors_header import read_header
 
 __all__ = ["InitError", "InitialWeights", "fit_initial_weights", "load_initial_weights"]
@@ -117,7 +118,7 @@ def _hub_file(backbone: str) -> tuple[Path, str]:
         ) from e
     except (HfHubHTTPError, OSError) as e:
         raise InitError(
-            f"ImageNet weights of {backbone} cannot be downloaded here ({type(e).__name__}: {e}); "
+            f"ImageNet weights of {backbone} cannot be downloaded here ({type(e).__name__}: {first_line(e)}); "
             f"{_save_hint(backbone)}"
         ) from e
 
@@ -215,7 +216,7 @@ def fit_initial_weights(
     try:
         state = _adapt(weights.state, model, in_chans)
     except (RuntimeError, ValueError, KeyError, IndexError) as e:  # a filter meeting tensors of another model
-        raise _misfit(weights, cfg, f"({type(e).__name__}: {str(e)[:200]})") from e
+        raise _misfit(weights, cfg, f"({type(e).__name__}: {first_line(e)})") from e
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))

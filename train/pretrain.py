@@ -62,6 +62,7 @@ from zoo.data.batch_augment import BatchAugment
 from zoo.data.run_data import RunData, load_run_data
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
+from zoo.messages import first_line
 from zoo.methods import SSLModel, TeacherStudentModel, create_method, get_method_spec
 from zoo.run_dir import (
     BEST_ENCODER_FILE,
@@ -93,7 +94,7 @@ def writing(what: str, run_dir: Path):
     except RunWriteError:
         raise
     except (OSError, RuntimeError, SafetensorError) as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        reason = first_line(e)
         raise RunWriteError(
             f"writing {what} into {run_dir} failed ({reason}): free some space (or fix the folder's permissions), "
             "then continue with --resume; the newest checkpoint is kept"

@@ -23,6 +23,7 @@ from torch import nn
 from zoo.catalogue import CatalogueEntry, build_encoder
 from zoo.files import read_json
 from zoo.hub_format import MAX_CONFIG_BYTES, MODEL_CONFIG_FILE
+from zoo.messages import first_line
 from zoo.pooling import set_pooling
 from zoo.safetensors_header import read_header
 
@@ -115,7 +116,7 @@ def _read_pickle(entry: CatalogueEntry, path: Path, expected: dict, nbytes: int)
     try:
         state = _torch_load(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(
             f"{path} is not a plain checkpoint of tensors (PyTorch's weights-only unpickler refused it: {first}); "
             "only tensors are ever read from a pickle file, so it is not loaded"
