@@ -79,13 +79,19 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _views_forever(trainer):
-    """The trainer's own pipeline over epoch after epoch, as its loop runs it."""
+def _batches_forever(trainer):
     epoch = 0
     while True:
         trainer.loader.set_epoch(epoch)
-        yield from trainer.pipeline(trainer.loader, epoch)
+        for batch in trainer.loader:
+            yield epoch, batch
         epoch += 1
+
+
+def _views_forever(trainer):
+    """The trainer's own pipeline over epoch after epoch, as its loop runs it."""
+    for _, views in trainer.pipeline(_batches_forever(trainer)):
+        yield views
 
 
 def _timed_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
@@ -95,7 +101,7 @@ def _timed_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
 
     device = trainer.accelerator.device
     views = _views_forever(trainer)
-    for _ in range(warmup):
+    for _ in range(warmup + trainer.pipeline.settling_batches):  # auto: past the pipeline's timed trial
         trainer.optimize(next(views))
     _sync(device)
     gaps = []  # CUDA: (end of step k, start of step k+1) event pairs
@@ -117,6 +123,7 @@ def _timed_steps(trainer, steps: int, warmup: int) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if device.type == "cuda":
         waited = sum(a.elapsed_time(b) for a, b in gaps) / 1000
+    views.close()  # the pipeline's producer thread, if any, ends before the other measurements
     return seconds, waited
 
 
@@ -187,7 +194,68 @@ def conventional(trainer, cfg, steps: int, warmup: int) -> float:
     return cfg.batch_size * steps / (time.perf_counter() - start)
 
 
-def measure(argv: list[str], steps: int, warmup: int, with_conventional: bool) -> dict:
+def lightly_style(trainer, cfg, steps: int, warmup: int) -> float:
+    """samples/s of the loop lightly's SimCLR example writes, on the same cached images, model and optimizer:
+    ``lightly.transforms.SimCLRTransform`` per image in a DataLoader(num_workers=cores), ``lightly.loss.NTXentLoss``
+    on the model's projections, the run's autocast (SimCLR runs). lightly is not a dependency of the project:
+    ``pip install lightly`` (or put an unpacked wheel on PYTHONPATH) to run it."""
+    from lightly.loss import NTXentLoss
+    from lightly.transforms import SimCLRTransform
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+
+    class CachedPIL(Dataset):
+        """The run's train split from its uint8 cache as PIL images (what lightly's transforms take)."""
+
+        def __init__(self, images, transform):
+            self.images, self.transform = images, transform
+
+        def __len__(self) -> int:
+            return len(self.images)
+
+        def __getitem__(self, i: int):
+            return self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy()))
+
+    ds, device = trainer.data.dataset, trainer.accelerator.device
+    transform = SimCLRTransform(input_size=cfg.image_size, normalize={"mean": ds.mean, "std": ds.std})
+    loader = DataLoader(
+        CachedPIL(trainer.data.train[0], transform),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=os.cpu_count() or 1,
+        pin_memory=device.type == "cuda",
+        persistent_workers=True,
+    )
+    model, optimizer = trainer.method, trainer.optimizer
+    if cfg.method != "simclr":
+        raise SystemExit(f"--lightly times lightly's SimCLR loop; this configuration trains {cfg.method}")
+    criterion = NTXentLoss(temperature=model.criterion.temperature)
+
+    def batches():
+        while True:
+            for v1, v2_ in loader:
+                yield v1.to(device, non_blocking=True), v2_.to(device, non_blocking=True)
+
+    it = batches()
+    for i in range(warmup + steps):
+        if i == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        v1, v2_ = next(it)
+        with trainer.accelerator.autocast():
+            out = model(v1, v2_)
+        loss = criterion(out["z1"].float(), out["z2"].float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    _sync(device)
+    return cfg.batch_size * steps / (time.perf_counter() - start)
+
+
+def measure(
+    argv: list[str], steps: int, warmup: int, with_conventional: bool, with_lightly: bool = False
+) -> dict:
     """Inside a fresh process: the real trainer, timed."""
     import torch
 
@@ -212,6 +280,7 @@ def measure(argv: list[str], steps: int, warmup: int, with_conventional: bool) -
         "batch_size": cfg.batch_size,
         "threads": torch.get_num_threads(),
         "precision": trainer.accelerator.mixed_precision,
+        "input_overlap": trainer.pipeline.mode,
         "setup_s": round(setup_s, 1),
         "batches_per_epoch": trainer.batches_per_epoch,
         "samples_per_s": round(cfg.batch_size * steps / seconds, 1),
@@ -220,6 +289,9 @@ def measure(argv: list[str], steps: int, warmup: int, with_conventional: bool) -
         "bound_samples_per_s": round(compute_bound(trainer, cfg, max(2, steps // 2)), 1),
     }
     result["share_of_bound"] = round(result["samples_per_s"] / result["bound_samples_per_s"], 3)
+    if with_lightly:
+        result["lightly_samples_per_s"] = round(lightly_style(trainer, cfg, steps, warmup), 1)
+        result["speedup_vs_lightly"] = round(result["samples_per_s"] / result["lightly_samples_per_s"], 2)
     if with_conventional:
         result["conventional_samples_per_s"] = round(conventional(trainer, cfg, steps, warmup), 1)
         result["speedup_vs_conventional"] = round(
@@ -251,6 +323,7 @@ def run_child(name: str, argv: list[str], args, tmp: Path, png_root: Path | None
         argv += ["--dataset-options", f"{{num_images: {images_for(cfg.batch_size, args.images)}}}"]
     env = {**os.environ, "ZOO_HOME": str(tmp / "zoo_home"), "ZOO_CACHE": str(tmp / "cache")}
     conv = ["--conventional"] if args.conventional and png_root else []
+    conv += ["--lightly"] if args.lightly else []
     cmd = [
         sys.executable,
         __file__,
@@ -277,9 +350,11 @@ def child_main() -> int:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--warmup", type=int)
     parser.add_argument("--conventional", action="store_true")
+    parser.add_argument("--lightly", action="store_true")
     args, trainer_argv = parser.parse_known_args()
     print(
-        "RESULT " + json.dumps(measure(trainer_argv, args.steps, args.warmup, args.conventional)),
+        "RESULT "
+        + json.dumps(measure(trainer_argv, args.steps, args.warmup, args.conventional, args.lightly)),
         flush=True,
     )
     return 0
@@ -299,10 +374,22 @@ def main() -> int:
         "--conventional", action="store_true", help="also time the conventional pipeline (PNGs)"
     )
     parser.add_argument(
+        "--lightly",
+        action="store_true",
+        help="also time a loop written as lightly's SimCLR example (needs `pip install lightly`; SimCLR, RGB)",
+    )
+    parser.add_argument(
         "--images",
         type=int,
         default=0,
         help=f"images at least (at least {MIN_BATCHES} batches per epoch anyway)",
+    )
+    parser.add_argument(
+        "--input-overlap",
+        nargs="+",
+        choices=["auto", "thread", "none"],
+        default=["auto"],
+        help="CPU input pipeline modes, one row each (auto: what a run chooses)",
     )
     args, rest = parser.parse_known_args()
     runs = METHODS if args.only == "methods" else {k: v for k, v in PRESETS.items() if args.only in (None, k)}
@@ -317,27 +404,30 @@ def main() -> int:
                 png = make_png_folder(
                     tmp / "png", images_for(configured(extra + batch_flag).batch_size, args.images)
                 )
-            result = run_child(name, extra, args, tmp, png)
-            if result is None:
-                return 1
-            results.append(result)
-            print(json.dumps(result), flush=True)
+            for mode in args.input_overlap:
+                result = run_child(name, [*extra, "--input-overlap", mode], args, tmp, png)
+                if result is None:
+                    return 1
+                results.append(result)
+                print(json.dumps(result), flush=True)
     print_table(results, relative=args.only == "methods")
     return 0
 
 
 def print_table(results: list[dict], relative: bool) -> None:
     print(
-        "\n| config | device | samples/s | bound (fwd+bwd) | of bound | data wait | conventional | speed-up |"
+        "\n| config | device | input overlap | samples/s | bound (fwd+bwd) | of bound | data wait | conventional | "
+        "speed-up | lightly-style | speed-up |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = results[0]["step_ms"] if results else 1.0
     for r in results:
         extra = f" ({r['step_ms'] / base:.2f}x SimCLR's step)" if relative else ""
         print(
-            f"| {r['config']} ({r['backbone']} @ {r['image_size']}, batch {r['batch_size']}){extra} | {r['device']} | "
+            f"| {r['config']} ({r['backbone']} @ {r['image_size']}, batch {r['batch_size']}){extra} | {r['device']} | {r['input_overlap']} | "
             f"{r['samples_per_s']} | {r['bound_samples_per_s']} | {r['share_of_bound']:.0%} | "
-            f"{r['data_wait_share']:.1%} | {r.get('conventional_samples_per_s', '–')} | {r.get('speedup_vs_conventional', '–')} |"
+            f"{r['data_wait_share']:.1%} | {r.get('conventional_samples_per_s', '–')} | {r.get('speedup_vs_conventional', '–')} | "
+            f"{r.get('lightly_samples_per_s', '–')} | {r.get('speedup_vs_lightly', '–')} |"
         )
 
 

@@ -34,6 +34,7 @@ RESUMABLE_CHANGES = {
     "eval_data_root",
     "compile",
     "loader_workers",
+    "input_overlap",
     "eval_every",
     "checkpoint_every",
     "keep_checkpoints",

@@ -51,6 +51,7 @@ from zoo.probe import (
 from zoo.probe.metrics import MULTILABEL_METRICS
 from zoo.run_config import RunConfig, from_stored
 from zoo.run_dir import ENCODER_FILE, EVAL_DIR, SPLIT_FILE, is_run, read_run
+from zoo.runtime import compute_device
 
 __all__ = [
     "BASELINES",
@@ -398,7 +399,9 @@ def baseline_encoders(source: Source, options: EvalOptions) -> dict[str, torch.n
 def evaluate_encoder(
     encoder, data: RunData, options: EvalOptions, knn_k: int
 ) -> tuple[list[dict], torch.Tensor]:
-    """Every protocol × fraction × seed on features extracted once; returns (rows, test features)."""
+    """Every protocol × fraction × seed on features extracted once; returns (rows, test features). The encoder
+    computes on :func:`zoo.runtime.compute_device` (a GPU when there is one): features and fine-tuning."""
+    encoder = encoder.to(compute_device())
     transform = data.eval_transform
     features = {s: extract_features(encoder, x, transform) for s, (x, _) in data.splits.items()}
     labels = {s: y for s, (_, y) in data.splits.items()}

@@ -13,13 +13,14 @@ what to do), 130 Ctrl-C, 143 SIGTERM (the current step was finished and checkpoi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,11 +118,9 @@ def build_accelerator(cfg: PretrainConfig) -> Accelerator:
         # no gradient_accumulation_steps: the Trainer decides which batch ends an optimizer step from its own count
         # of batches (Accelerate's decision follows the loader's state, one batch early behind a prefetcher)
         # split_batches: the loader yields the *global* batch and each process takes its slice, so a run on N
-        # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch);
-        # non_blocking: pinned batches are copied to the GPU while the next one is fetched
-        dataloader_config=DataLoaderConfiguration(
-            split_batches=True, use_seedable_sampler=True, non_blocking=True
-        ),
+        # processes sees the same batches as one process; the seedable sampler reshuffles by (seed, epoch); the
+        # batches stay on the host: the view pipeline copies them (on GPUs on its side stream, without blocking)
+        dataloader_config=DataLoaderConfiguration(split_batches=True, use_seedable_sampler=True),
         # --compile: Accelerate compiles in prepare, outside DDP (torch.compile(DDP(model)), its documented order)
         **({"dynamo_backend": "inductor"} if cfg.compile else {}),
     )
@@ -351,9 +350,19 @@ class Trainer:
         loader = make_loader(
             self.data.train[0], cfg.batch_size, pin_memory=on_gpu, workers=cfg.loader_workers
         )
-        self.model, self.optimizer, self.loader = self.accelerator.prepare(method, optimizer, loader)
+        self.model, self.optimizer, self.loader = self.accelerator.prepare(
+            method,
+            optimizer,
+            loader,
+            device_placement=[True, True, False],  # the pipeline moves the batches
+        )
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps)
-        self.pipeline = ViewPipeline(build_views(cfg, self.data.dataset), self.accelerator.device)
+        self.pipeline = ViewPipeline(
+            build_views(cfg, self.data.dataset),
+            self.accelerator.device,
+            overlap=cfg.input_overlap,
+            window=4 * cfg.grad_accum_steps,  # whole optimizer steps in each timed window
+        )
 
     @property
     def knn_name(self) -> str:
@@ -417,23 +426,20 @@ class Trainer:
         if self.state.step == 0:
             self.evaluate_initial()
         self.stop.in_loop = True  # from here SIGTERM ends the run at the end of the current step
-        for epoch, batches in self.epochs():
-            for views in self.pipeline(batches, epoch):
-                stats = self.optimize(views, self.next_batch_ends_a_step())
-                if stats is None:  # gradients accumulate over this batch
-                    continue
-                self.log_step(epoch, stats)
-                due = self.due_after(self.state.step)
-                if due.log:
-                    self.flush_steps()
-                if due.evaluate:
-                    self.evaluate_and_keep_best(self.state.step, epoch)
-                if due.checkpoint:
-                    self.save_checkpoint()
-                if due.stop:
-                    return self.stop_here(due.stop)
-                if self.state.step >= self.steps:
-                    break
+        for epoch, views in self.pipeline(self.batches()):
+            stats = self.optimize(views, self.next_batch_ends_a_step())
+            if stats is None:  # gradients accumulate over this batch
+                continue
+            self.log_step(epoch, stats)
+            due = self.due_after(self.state.step)
+            if due.log:
+                self.flush_steps()
+            if due.evaluate:
+                self.evaluate_and_keep_best(self.state.step, epoch)
+            if due.checkpoint:
+                self.save_checkpoint()
+            if due.stop:
+                return self.stop_here(due.stop)
         # SIGTERM during the final evaluation stops at once: the last step is checkpointed already
         self.stop.in_loop = False
         self.bar.close()
@@ -447,23 +453,24 @@ class Trainer:
         if self.main:
             log.info("%s encoder: %s", initial, _describe(result, self.knn_name))
 
-    def epochs(self) -> Iterator[tuple[int, Iterable]]:
-        """``(epoch, batches)`` from where the run stands: each epoch's loader reshuffled by (seed, epoch), the
-        batches a resumed run already consumed skipped."""
-        self.batches_done = batches_before(self.state.step, self.batches_per_epoch, self.cfg.grad_accum_steps)
-        while self.state.step < self.steps:
-            epoch, skip = divmod(self.batches_done, self.batches_per_epoch)
+    def batches(self) -> Iterator[tuple[int, tuple[torch.Tensor, torch.Tensor]]]:
+        """``(epoch, batch)`` for every batch the run still uses, from where it stands to its last step: each
+        epoch's loader reshuffled by (seed, epoch), the batches a resumed run already consumed skipped. The
+        position is this generator's own (the pipeline takes a batch ahead of the steps)."""
+        accum = self.cfg.grad_accum_steps
+        self.batches_done = batches_before(self.state.step, self.batches_per_epoch, accum)
+        remaining = batches_before(self.steps, self.batches_per_epoch, accum) - self.batches_done
+        epoch, skip = divmod(self.batches_done, self.batches_per_epoch)
+        while remaining > 0:
             self.loader.set_epoch(epoch)
-            yield epoch, self.skipping(skip) if skip else self.loader
-
-    def skipping(self, skip: int) -> Iterable:
-        """The loader without its first ``skip`` batches (a resumed epoch), copying to the device without blocking
-        as the prepared loader does: Accelerate's ``skip_first_batches`` builds a new loader that drops the
-        setting (accelerate 1.x), so a resumed epoch's copies would wait for the device."""
-        skipped = self.accelerator.skip_first_batches(self.loader, skip)
-        if hasattr(skipped, "_non_blocking"):
-            skipped._non_blocking = getattr(self.loader, "_non_blocking", False)
-        return skipped
+            loader = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            before = remaining
+            for batch in itertools.islice(loader, remaining):
+                remaining -= 1
+                yield epoch, batch
+            if remaining == before:  # an empty epoch (batches_per_epoch is >= 1): never an endless loop
+                return
+            epoch, skip = epoch + 1, 0
 
     def next_batch_ends_a_step(self) -> bool:
         """Count the batch about to be used; whether it is the last of an optimizer step (:func:`ends_a_step`)."""

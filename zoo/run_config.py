@@ -161,6 +161,12 @@ class RunConfig(BaseModel):
         "loader processes gathering batches (0: in the training process; GPUs may want 2-4)",
         ge=0,
     )
+    input_overlap: Literal["auto", "thread", "none"] = option(
+        "auto",
+        "optimisation",
+        "CPU runs: make the next batch's views in a producer thread while the step runs (thread), in order "
+        "(none), or whichever the run's first batches time faster (auto); GPUs always use a side CUDA stream",
+    )
     min_lr: Float = option(
         0.0, "optimisation", "final learning rate of the cosine schedule", ge=0, allow_inf_nan=False
     )

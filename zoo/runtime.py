@@ -6,7 +6,7 @@ import functools
 
 import torch
 
-__all__ = ["bf16_is_fast"]
+__all__ = ["bf16_is_fast", "compute_device"]
 
 
 @functools.cache
@@ -35,3 +35,9 @@ def _cuda_bf16_native() -> bool:
         return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     except TypeError:  # an older torch, without the argument
         return torch.cuda.get_device_capability() >= (8, 0)
+
+
+def compute_device() -> torch.device:
+    """Where evaluation computes (features, fine-tuning): the first visible GPU when there is one, else the CPU
+    (``CUDA_VISIBLE_DEVICES`` chooses the GPU; ``CUDA_VISIBLE_DEVICES=`` keeps evaluation on the CPU)."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

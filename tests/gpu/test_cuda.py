@@ -31,14 +31,16 @@ def test_the_side_stream_pipeline_yields_the_plain_loops_views():
     def make_views(images, ids, epoch):
         return augment(images, ids, epoch, view=0), augment(images, ids, epoch, view=1)
 
-    batches = [
-        (torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8).cuda(), torch.arange(8).cuda() + 8 * i)
+    batches = [  # pinned host batches, as the loader leaves them: the pipeline copies them on its side stream
+        (
+            torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8).pin_memory(),
+            torch.arange(8).pin_memory() + 8 * i,
+        )
         for i in range(5)
     ]
-    streamed = [
-        tuple(v.cpu() for v in views) for views in ViewPipeline(make_views, torch.device("cuda"))(batches, 2)
-    ]
-    plain = [tuple(v.cpu() for v in make_views(images, ids, 2)) for images, ids in batches]
+    pipeline = ViewPipeline(make_views, torch.device("cuda"))
+    streamed = [tuple(v.cpu() for v in views) for _, views in pipeline((2, batch) for batch in batches)]
+    plain = [tuple(v.cpu() for v in make_views(images.cuda(), ids.cuda(), 2)) for images, ids in batches]
     assert len(streamed) == len(plain) == 5
     for a, b in zip(streamed, plain, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

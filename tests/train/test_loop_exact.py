@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from medssl_zoo.train import pretrain as pretrain_module
-from medssl_zoo.train.pipeline import InlineStreams, ViewPipeline
+from medssl_zoo.train.pipeline import InlineStreams, StreamPrefetch, ViewPipeline
 from medssl_zoo.train.pretrain import main
 from tests.train.tiny import args, metrics
 
@@ -29,49 +29,56 @@ class RecordingStreams(InlineStreams):
 
         return Side()
 
-    def side_waits_for_main(self):
-        self.log.append(("side waits",))
-
     def main_waits_for_side(self):
         self.log.append(("main waits",))
 
     def used_by_main(self, tensors):
         self.log.append(("used", int(tensors[0][0])))
 
-    def used_by_side(self, tensors):
-        self.log.append(("side reads", int(tensors[1][0])))
 
-
-def test_the_prefetcher_yields_each_batchs_own_views_one_batch_ahead():
+def test_the_prefetcher_yields_each_batchs_own_views_one_batch_ahead(monkeypatch):
     log = []
     streams = RecordingStreams(log)
+    copy = StreamPrefetch.to_device
+
+    def recorded_copy(prefetcher, tensor):
+        if tensor.dtype == torch.long:  # the batch's ids
+            log.append(("copy", int(tensor[0]), streams.on_side))
+        return copy(prefetcher, tensor)
+
+    monkeypatch.setattr(StreamPrefetch, "to_device", recorded_copy)
 
     def make_views(images, ids, epoch):
         log.append(("make", int(ids[0]), streams.on_side))
         return ids.clone(), ids + epoch  # each view says which batch it came from
 
-    batches = [(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([k, k])) for k in range(5)]
+    # five batches over an epoch end: three of epoch 7, two of epoch 8
+    batches = [
+        (7 if k < 3 else 8, (torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([k, k])))
+        for k in range(5)
+    ]
     yielded = []
-    for views in ViewPipeline(make_views, torch.device("cpu"), streams)(batches, epoch=7):
-        yielded.append([int(v[0]) for v in views])
+    for epoch, views in ViewPipeline(make_views, torch.device("cpu"), streams=streams)(batches):
+        yielded.append((epoch, [int(v[0]) for v in views]))
         log.append(("step", int(views[0][0])))
-    assert yielded == [
-        [k, k + 7] for k in range(5)
-    ]  # each batch's own views, in order, none lost or repeated
+    # each batch's own views with its epoch, in order, none lost or repeated
+    assert yielded == [(epoch, [k, k + epoch]) for k, (epoch, _) in enumerate(batches)]
     for k in range(5):
-        made, used, step = log.index(("make", k, True)), log.index(("used", k)), log.index(("step", k))
+        copied, made = log.index(("copy", k, True)), log.index(("make", k, True))
+        used, step = log.index(("used", k)), log.index(("step", k))
         waited = max(i for i, e in enumerate(log[:used]) if e == ("main waits",))
-        # the side stream waited for the batch's copy and marked the batch as read by it, then made the views
-        assert log[made - 2 : made] == [("side waits",), ("side reads", k)]
-        assert made < waited < used < step  # the main stream waits for the views before it uses them
-        if k < 4:  # the next batch's views are enqueued before this step runs (the overlap)
+        # copied to the device and augmented on the side stream; the main stream waits before it uses them
+        assert copied < made < waited < used < step
+        if (
+            k < 4
+        ):  # the next batch's copy and views are enqueued before this step runs, across the epoch end too
             assert log.index(("make", k + 1, True)) < step
-    assert all(e[2] for e in log if e[0] == "make")  # views are made on the side stream only
+    assert all(e[2] for e in log if e[0] in ("make", "copy"))  # on the side stream only
 
 
 def _forced_prefetch(monkeypatch):
-    def prefetching(make_views, device):
-        return ViewPipeline(make_views, device, InlineStreams())
+    def prefetching(make_views, device, **options):
+        return ViewPipeline(make_views, device, streams=InlineStreams())
 
     monkeypatch.setattr(pretrain_module, "ViewPipeline", prefetching)
 

@@ -2,6 +2,7 @@
 augmenters, the method spec owns DINO's freeze_last_layer, the Trainer makes its progress bar when it is built."""
 
 import pytest
+import torch
 
 from medssl_zoo.train.config import parse_args
 from medssl_zoo.train.pipeline import MultiCropViews
@@ -36,13 +37,18 @@ def test_the_trainer_hands_its_augmenters_to_the_pipeline_and_has_its_bar(tmp_pa
 
 
 @pytest.mark.timeout(300)
-def test_a_resumed_epoch_keeps_non_blocking_copies(tmp_path):
-    """issue 21.6: the loader of a resumed epoch (skip_first_batches) copies without blocking like the prepared one."""
-    cfg, _ = parse_args(args(tmp_path / "run", "--max-steps", "10"))
+def test_the_run_s_batches_are_exactly_those_its_steps_use(tmp_path):
+    """issue 21.6: one stream of (epoch, batch) over the whole run (the pipeline prepares an epoch's first batch
+    during the previous epoch's last step), from a resumed position to the last step, left on the host."""
+    cfg, _ = parse_args(args(tmp_path / "run", "--max-steps", "6", "--grad-accum-steps", "3"))
     trainer = Trainer(cfg)
-    assert trainer.loader._non_blocking  # DataLoaderConfiguration(non_blocking=True)
-    trainer.state.step = 1  # one step into the first epoch: its first batch is skipped
-    epoch, batches = next(trainer.epochs())
-    assert epoch == 0 and batches is not trainer.loader
-    assert batches._non_blocking
-    assert len(list(batches)) == trainer.batches_per_epoch - 1
+    per_epoch = trainer.batches_per_epoch  # 4 batches: steps of 3 + 1 batches, 2 steps per epoch
+    trainer.state.step = 1  # resumed after the first step: the first epoch's first 3 batches are skipped
+    seen = [(epoch, tuple(ids.tolist())) for epoch, (images, ids) in trainer.batches()]
+    assert [epoch for epoch, _ in seen] == [0] + [1] * per_epoch + [
+        2
+    ] * per_epoch  # steps 2..6: 1 + 4 + 4 batches
+    trainer.loader.set_epoch(1)
+    assert [ids for epoch, ids in seen if epoch == 1] == [tuple(ids.tolist()) for _, ids in trainer.loader]
+    images, _ = next(iter(trainer.loader))
+    assert images.device.type == "cpu" and images.dtype == torch.uint8  # the pipeline moves the batches

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from zoo.data.augment_policies import AugmentPolicy, blur_kernel, get_policy
 
-__all__ = ["BatchAugment", "RandomStream", "VIEWS_PER_SAMPLE", "hash_uniform"]
+__all__ = ["BatchAugment", "RandomStream", "VIEWS_PER_SAMPLE", "hash_uniform", "unit_batch"]
 
 VIEWS_PER_SAMPLE = 8  # views are packed into the counter as key * 8 + view: view indices 0..7
 
@@ -136,18 +136,21 @@ class BatchAugment:
     def __call__(
         self, images: torch.Tensor, sample_ids: torch.Tensor, epoch: int = 0, view: int = 0
     ) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != self.channels:
-            raise ValueError(
-                f"BatchAugment expects uint8 N x {self.channels} x H x W, got {images.dtype} {tuple(images.shape)}"
-            )
+        return self.augment_unit(unit_batch(images, self.channels), sample_ids, epoch, view)
+
+    def augment_unit(
+        self, unit: torch.Tensor, sample_ids: torch.Tensor, epoch: int = 0, view: int = 0
+    ) -> torch.Tensor:
+        """The view of a batch already converted by :func:`unit_batch` (N x C x H x W floats in [0, 1], left
+        unchanged): the views of one batch share one conversion (the pre-training pipeline's multi-crop views)."""
         if not 0 <= view < VIEWS_PER_SAMPLE:
             raise ValueError(f"view must be in 0..{VIEWS_PER_SAMPLE - 1}, got {view}")
         keys = (
             (self.seed * 1_000_003 + epoch) * 1_000_003 + sample_ids.long()
         ) * VIEWS_PER_SAMPLE + view  # N
         rand = lambda stream: hash_uniform(keys, stream)  # noqa: E731
-        const = self.constants(images.device)
-        x = self._crop(images.float().div_(255), rand)  # N x C x S x S in [0, 1]
+        const = self.constants(unit.device)
+        x = self._crop(unit, rand)  # N x C x S x S in [0, 1] (a new tensor: ``unit`` is not written)
         x = torch.where((rand(RandomStream.FLIP) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
         if self.policy.jitter_p:
             x = self._jitter(x, rand, const)
@@ -217,6 +220,15 @@ class BatchAugment:
         if probability >= 1:
             return blurred
         return torch.where((rand(RandomStream.BLUR_APPLY) < probability).view(-1, 1, 1, 1), blurred, x)
+
+
+def unit_batch(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """A uint8 batch (N x C x H x W) as floats in [0, 1], checked: the input of :meth:`BatchAugment.augment_unit`."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != channels:
+        raise ValueError(
+            f"BatchAugment expects uint8 N x {channels} x H x W, got {images.dtype} {tuple(images.shape)}"
+        )
+    return images.float().div_(255)
 
 
 def _gray(x: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:  # N x 3 x H x W → N x 1 x H x W

@@ -40,7 +40,8 @@ def fine_tune(
     """
     objective = objective_for(train[1])
     torch.manual_seed(seed)
-    model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.num_features, num_classes))
+    device = next(encoder.parameters()).device  # fine-tuned where the encoder is (a GPU when evaluation has one)
+    model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.num_features, num_classes)).to(device)
     optimizer = torch.optim.Adam(
         [
             {"params": model[0].parameters(), "lr": encoder_lr},
@@ -57,8 +58,8 @@ def fine_tune(
             idx = order[start : start + batch_size]
             if len(idx) < 2:
                 continue
-            x = train_transform(train[0][idx]).contiguous(memory_format=torch.channels_last)
-            loss = objective.loss(model(x), train[1][idx])
+            x = train_transform(train[0][idx].to(device)).contiguous(memory_format=torch.channels_last)
+            loss = objective.loss(model(x), train[1][idx].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
