@@ -29,13 +29,15 @@ BASE = "standin-uni"  # a 32-d ViT served by the test mirror, as a catalogue enc
 TILES = {"num_images": 480}
 
 
-def _splits(folder, dataset="synthetic", data_root=None, options=None):
+def _splits(folder, dataset="synthetic", data_root=None, options=None, grouped=False):
     """The export's split decoded again as the encoder sees it (seeded: the same images)."""
     encoder = zoo.load(BASE, features_only=True)
     cfg = encoder.pretrained_cfg
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k in
               ("input_size", "mean", "std", "crop_pct", "interpolation")}  # fmt: skip
-    request = DataRequest(dataset, cfg["input_size"][-1], dataset_options=options or {}, channels=3)
+    request = DataRequest(
+        dataset, cfg["input_size"][-1], dataset_options=options or {}, channels=3, grouped_split=grouped
+    )
     return encoder, load_run_data(request, data_root=data_root, data_config=config)
 
 
@@ -282,3 +284,23 @@ def test_the_demo_shows_where_a_composed_model_looks(tiles_head, tmp_path):
     x = torch.randn(1, 3, 32, 32)
     for target in range(4):
         np.testing.assert_allclose(grad_cam(model, x, target), grad_cam(plain, x, target), atol=1e-5)
+
+
+def test_a_head_on_a_chexpert_style_csv_with_uncertain_labels_ignored(standins, tmp_path):
+    """multilabel-csv through the command line (--dataset-options): the unknown (uncertain, ignored) labels are
+    left out of the thresholds' choice as in a full export; the head loads with its task and reference."""
+    from tests.helpers.multilabel import chexpert_folder
+
+    folder, _ = chexpert_folder(tmp_path / "chexpert", count=400)
+    out = tmp_path / "uni-chexpert"
+    argv = [str(out), "--base", BASE, "--dataset", "multilabel-csv", "--data-root", str(folder),
+            "--dataset-options", "{uncertain: ignore}", "--grouped"]  # fmt: skip
+    assert export.main(argv) == 0
+    config = _config(out)
+    model = zoo.load(out)
+    assert model.task == "multilabel" and model.thresholds == config["zoo"]["thresholds"]
+    assert len(model.thresholds) == config["num_classes"] == len(model.label_names) and model.ood is not None
+    _, data = _splits(out, "multilabel-csv", folder, {"uncertain": "ignore"}, grouped=True)
+    assert torch.isnan(data.val[1]).any()  # unknown labels in val
+    val = torch.sigmoid(extract_features(model, data.val[0], data.eval_transform, autocast=False))
+    assert model.thresholds == pytest.approx(choose_thresholds(val, data.val[1]), abs=1e-6)
