@@ -160,6 +160,20 @@ def _describe(model: torch.nn.Module, image: Image.Image, original_mode: str) ->
     )
 
 
+def _trained_on(meta: dict, unknown: str) -> str:
+    """The data the classifier (and its OOD reference) was fitted on: a run's dataset, a head-only export's."""
+    return meta.get("dataset") or meta.get("probe_dataset") or unknown
+
+
+def _method(meta: dict) -> str:
+    base = meta.get("base_model") if meta.get("head_only") else None
+    return (
+        f"a linear head on {base.get('name')}"
+        if isinstance(base, dict)
+        else meta.get("method", "unknown method")
+    )
+
+
 def model_card(model: torch.nn.Module, name: str) -> str:
     meta = model.zoo_metadata or {}
     metrics = meta.get("metrics", {})
@@ -169,9 +183,9 @@ def model_card(model: torch.nn.Module, name: str) -> str:
         if isinstance(metrics.get(k), float)
     )
     return (
-        f"**{name}** — {meta.get('method', 'unknown method')} on {meta.get('dataset', 'unknown data')}, "
+        f"**{name}** — {_method(meta)} on {_trained_on(meta, 'unknown data')}, "
         f"{model.pretrained_cfg.get('architecture', type(model).__name__)}; "
-        f"{'labels (multi-label)' if _task(model) == zoo.task.MULTILABEL else 'classes'}: {', '.join(model.label_names)}."
+        f"{'labels (multi-label)' if model.task == zoo.task.MULTILABEL else 'classes'}: {', '.join(model.label_names)}."
         f"{f' Test: {scores}.' if scores else ''}\n\n⚠️ Research use only — **not for clinical decisions**."
     )
 
@@ -223,7 +237,7 @@ def _classify(file, choice: str, custom: str, saliency: bool, top_k: int, reques
         raise gr.Error(f"Could not read the upload: {e}") from e
     x, shown = preprocess(image, model)
     with torch.inference_mode():
-        probabilities = zoo.task.probabilities(_task(model), model(x))[0]
+        probabilities = zoo.task.probabilities(model.task, model(x))[0]
     k = max(1, min(int(top_k), len(probabilities)))
     labels = model.label_names or [f"class {i}" for i in range(len(probabilities))]
     result = {labels[i]: float(probabilities[i]) for i in probabilities.topk(k).indices.tolist()}
@@ -232,15 +246,10 @@ def _classify(file, choice: str, custom: str, saliency: bool, top_k: int, reques
     return (result, heat, info, model_card(model, name)), model, image
 
 
-def _task(model: torch.nn.Module) -> str:
-    """``model.task`` (zoo.load sets it; a head-only export composed with its base encoder is multi-class)."""
-    return getattr(model, "task", zoo.task.MULTICLASS)
-
-
 def _findings(model: torch.nn.Module, probabilities: torch.Tensor) -> str:
     """A multi-label model's findings: every label's probability next to its threshold (chosen on val), the
     present ones first; nothing for a multi-class model (the Label output says it all)."""
-    if _task(model) != zoo.task.MULTILABEL:
+    if model.task != zoo.task.MULTILABEL:
         return ""
     rows = sorted(
         zip(model.label_names, probabilities.tolist(), model.thresholds, strict=True),
@@ -258,13 +267,12 @@ def _findings(model: torch.nn.Module, probabilities: torch.Tensor) -> str:
 def _ood_warning(model: torch.nn.Module, x: torch.Tensor) -> str:
     """The out-of-distribution warning (also a toast) when the upload's score passes the model's threshold; a
     line saying so for an export without a reference."""
-    if getattr(model, "ood", None) is None:
+    if model.ood is None:
         return "_This model has no out-of-distribution reference: nothing warns about unfamiliar images._\n\n"
     score = float(model.ood_score(x)[0])
     if score <= model.ood.threshold:
         return ""
-    dataset = (model.zoo_metadata or {}).get("dataset", "this model")
-    text = OOD_WARNING.format(dataset=dataset)
+    text = OOD_WARNING.format(dataset=_trained_on(model.zoo_metadata or {}, "this model"))
     gr.Warning(text)
     return f"⚠️ **{text}** (out-of-distribution score {score:.0f} > threshold {model.ood.threshold:.0f})\n\n"
 

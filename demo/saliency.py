@@ -28,13 +28,22 @@ def _as_grid(features: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
     return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
 
 
+def _backbone(model: torch.nn.Module) -> torch.nn.Module:
+    """The module holding the feature maps: a head-only export's catalogue encoder (:mod:`zoo.composed`, whose
+    ``forward_features`` is already pooled), else the model itself."""
+    from zoo.composed import HeadOnEncoder
+
+    return model.encoder if isinstance(model, HeadOnEncoder) else model
+
+
 def _vit_activations(
-    model: torch.nn.Module, x: torch.Tensor, target: int
+    model: torch.nn.Module, backbone: torch.nn.Module, x: torch.Tensor, target: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokens entering the last block's attention (``blocks[-1].norm1``) and their gradient: with class-token
-    pooling the head never sees the final patch tokens, so this is where a ViT's spatial evidence is."""
+    """Tokens entering the last block's attention (``blocks[-1].norm1`` of ``backbone``) and their gradient for
+    ``model``'s logit: with class-token pooling the head never sees the final patch tokens, so this is where a
+    ViT's spatial evidence is."""
     captured = {}
-    hook = model.blocks[-1].norm1.register_forward_hook(lambda module, inputs, out: captured.update(a=out))
+    hook = backbone.blocks[-1].norm1.register_forward_hook(lambda module, inputs, out: captured.update(a=out))
     try:
         with torch.enable_grad():
             logit = model(x)[0, target]
@@ -49,15 +58,16 @@ def grad_cam(model: torch.nn.Module, x: torch.Tensor, target: int) -> np.ndarray
     CNNs: Grad-CAM on ``forward_features`` (the last stage), only the head is differentiated. ViTs: the patch
     tokens entering the last block, laid on their grid.
     """
-    blocks = getattr(model, "blocks", None)
+    backbone = _backbone(model)
+    blocks = getattr(backbone, "blocks", None)
     if isinstance(blocks, torch.nn.Sequential) and len(blocks) and hasattr(blocks[-1], "norm1"):
-        activations, grads = _vit_activations(model, x, target)
+        activations, grads = _vit_activations(model, backbone, x, target)
     else:
         with torch.enable_grad():
             activations = model.forward_features(x).detach().requires_grad_()
             logit = model.forward_head(activations)[0, target]
             grads = torch.autograd.grad(logit, activations)[0]
-    grid, grads = _as_grid(activations.detach(), model), _as_grid(grads, model)
+    grid, grads = _as_grid(activations.detach(), backbone), _as_grid(grads, backbone)
     weights = grads.mean(dim=(2, 3), keepdim=True)  # 1 x C x 1 x 1, Eq. (1)
     cam = F.relu((weights * grid).sum(dim=1, keepdim=True))  # 1 x 1 x h x w, Eq. (2)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["render_card"]
+__all__ = [
+    "METRIC_NAMES",
+    "MULTILABEL_METRIC_NAMES",
+    "ood_text",
+    "probabilities_line",
+    "render_card",
+    "task_text",
+]
 
 STUDY = (
     "Chattopadhyay et al., Exploring Self-Supervised Representation Learning for Low-Resource Medical Image "
@@ -48,23 +55,24 @@ def _eval_results(metrics: dict, dataset: str, split: str, names: dict) -> list[
     ]
 
 
-def _task_text(config: dict) -> str:
-    """What the classifier's outputs mean: classes (softmax) or labels (a sigmoid each, with thresholds)."""
+def task_text(config: dict, stored: str = "stored as timm's own classifier") -> str:
+    """What the classifier's outputs mean: classes (softmax) or labels (a sigmoid each, with thresholds);
+    ``stored``: where the probe is (a head-only export's is ``head.safetensors``)."""
     zoo_meta = config["zoo"]
     if zoo_meta.get("task") != "multilabel":
         labels = ", ".join(f"`{n}`" for n in config["label_names"])
-        return f"a linear probe over {labels} stored as timm's own classifier (softmax over the classes)"
+        return f"a linear probe over {labels} {stored} (softmax over the classes)"
     pairs = ", ".join(
         f"`{n}` ≥ {t:.3f}" for n, t in zip(config["label_names"], zoo_meta["thresholds"], strict=True)
     )
     return (
-        "a **multi-label** linear probe (one-vs-rest) stored as timm's own classifier: each output is one "
+        f"a **multi-label** linear probe (one-vs-rest) {stored}: each output is one "
         "finding's logit, to pass through a **sigmoid** (not a softmax); a finding is reported present at its "
         f"threshold, chosen on the val split for the best F1: {pairs}"
     )
 
 
-def _ood_text(zoo_meta: dict) -> str:
+def ood_text(zoo_meta: dict) -> str:
     """The out-of-distribution reference: what it is, its threshold and how often it fired on val and test."""
     ood = zoo_meta.get("ood")
     if not ood:
@@ -84,7 +92,7 @@ def _ood_text(zoo_meta: dict) -> str:
     )
 
 
-def _probabilities(zoo_meta: dict) -> str:
+def probabilities_line(zoo_meta: dict) -> str:
     if zoo_meta.get("task") == "multilabel":
         return "model(x).sigmoid()                  # one per label; present where >= model.thresholds"
     return "model(x).softmax(dim=1)             # classes: model.label_names"
@@ -139,7 +147,7 @@ def render_card(
 
 A **{method}** self-supervised encoder ({config["architecture"]}, {config["num_features"]}-d features) pre-trained on
 **{spec.description}** with MedSSL Zoo, plus
-{_task_text(config)}.
+{task_text(config)}.
 
 ## Intended use and limitations
 - For **research** on representation learning for small medical datasets. **Not for clinical decisions**: it was
@@ -152,7 +160,7 @@ A **{method}** self-supervised encoder ({config["architecture"]}, {config["num_f
 ```python
 import zoo
 model = zoo.load("{hub_id}")                      # classifier, eval mode
-probabilities = {_probabilities(zoo_meta)}
+probabilities = {probabilities_line(zoo_meta)}
 unlike_training_data = model.ood_score(x) > model.ood.threshold{"" if zoo_meta.get("ood") else "  # (no reference in this export)"}
 encoder = zoo.load("{hub_id}", features_only=True)  # {config["num_features"]}-d features
 
@@ -163,7 +171,7 @@ Demo: `medssl-demo --model {hub_id}`.
 
 
 ## Out-of-distribution inputs
-{_ood_text(zoo_meta)}
+{ood_text(zoo_meta)}
 
 ## Training
 | | |

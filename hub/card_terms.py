@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from medssl_zoo.hub.card import MULTILABEL_METRIC_NAMES, ood_text, probabilities_line, task_text
+
 __all__ = ["card_license", "refuse_catalogue_run", "render_head_card", "terms_section"]
 
 METRICS = {"linear_accuracy": "Linear-probe accuracy", "knn_accuracy": "kNN accuracy", "auroc": "AUROC"}
@@ -64,14 +66,20 @@ def refuse_catalogue_run(run_dir, backbone: str) -> None:
     )
 
 
+def _head_metric_names(zoo_meta: dict) -> dict:
+    return MULTILABEL_METRIC_NAMES if zoo_meta.get("task") == "multilabel" else METRICS
+
+
 def render_head_card(repo_name: str, config: dict, entry, spec) -> ModelCard:
-    """The card of a head-only export (:mod:`medssl_zoo.hub.export_head`)."""
+    """The card of a head-only export (:mod:`medssl_zoo.hub.export_head`): the task, the metrics and the
+    out-of-distribution reference in the words of a full export's card (:mod:`medssl_zoo.hub.card`), and the
+    base model's terms."""
     zoo_meta, base = config["zoo"], config["zoo"]["base_model"]
-    metrics, dataset = zoo_meta["metrics"], zoo_meta["probe_dataset"]
+    metrics, dataset, names = zoo_meta["metrics"], zoo_meta["probe_dataset"], _head_metric_names(zoo_meta)
     results = [
         EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
                    dataset_split="test", metric_type=k, metric_name=v, metric_value=round(float(metrics[k]), 4))
-        for k, v in METRICS.items() if metrics.get(k) is not None
+        for k, v in names.items() if metrics.get(k) is not None
     ]  # fmt: skip
     data = ModelCardData(
         library_name="timm",
@@ -83,26 +91,32 @@ def render_head_card(repo_name: str, config: dict, entry, spec) -> ModelCard:
         eval_results=results or None,
         **card_license(base),
     )
-    table = "\n".join(f"| {v} | {metrics[k]:.4f} |" for k, v in METRICS.items() if metrics.get(k) is not None)
-    labels = ", ".join(f"`{n}`" for n in config["label_names"])
+    table = "\n".join(f"| {v} | {metrics[k]:.4f} |" for k, v in names.items() if metrics.get(k) is not None)
+    no_reference = "" if zoo_meta.get("ood") else "  # (no reference in this export)"
     content = f"""---
 {data.to_yaml()}
 ---
 
 # {repo_name}
 
-A linear probe over {labels} on the frozen **{entry.name}** encoder ({entry.width}-d {entry.pooling} embeddings),
-fitted on **{spec.description}** with MedSSL Zoo. This repository holds **only the head** (`head.safetensors`) and a
-pinned reference to the encoder: `zoo.load` downloads the encoder from its own repository, under its own terms.
+A linear head on the frozen **{entry.name}** encoder ({entry.width}-d {entry.pooling} embeddings), fitted on
+**{spec.description}** with MedSSL Zoo: {task_text(config, "stored in `head.safetensors`")}. This repository holds
+**only the head** (`head.safetensors`) and a pinned reference to the encoder: `zoo.load` downloads the encoder from
+its own repository, under its own terms.
 
 ```python
 import zoo
 model = zoo.load("<this repository or folder>")   # {entry.name} @ {base.get("revision")} + this head
+probabilities = {probabilities_line(zoo_meta)}
+unlike_training_data = model.ood_score(x) > model.ood.threshold{no_reference}
 ```
 
 {terms_section(base)}
 ## Intended use and limitations
 For **research** only. **Not for clinical decisions**: not validated on any clinical population.
+
+## Out-of-distribution inputs
+{ood_text(zoo_meta)}
 
 ## Evaluation (test split)
 | metric | value |

@@ -19,6 +19,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -79,7 +81,16 @@ from zoo.run_dir import (
 )
 from zoo.task import MULTICLASS, MULTILABEL
 
-__all__ = ["ExportError", "export_run", "build_classifier", "check_destination", "write_folder", "zoo_home"]
+__all__ = [
+    "ExportContents",
+    "ExportError",
+    "export_run",
+    "build_classifier",
+    "check_destination",
+    "write_export",
+    "write_folder",
+    "zoo_home",
+]
 
 log = logging.getLogger(__name__)
 # run-configuration keys that are paths on the training machine: not published
@@ -201,20 +212,44 @@ def write_folder(
     force: bool = False,
     generated: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write the export files into a temporary sibling folder, then swap it in place of ``out_dir`` (only over an
-    earlier export or an empty folder; see :func:`check_destination`). ``extra``: files copied from the run;
-    ``generated``: files given as their bytes (the OOD reference)."""
+    """A full export's folder: the model's weights as ``model.safetensors`` (see :func:`write_export`)."""
+    contents = ExportContents(
+        WEIGHTS_FILE, model.state_dict(), config, card_text, extra or {}, generated or {}
+    )
+    return write_export(out_dir, contents, run_dir=run_dir, force=force)
+
+
+@dataclass
+class ExportContents:
+    """What an export folder holds: the weights file (its name and tensors: ``model.safetensors`` of a full export,
+    ``head.safetensors`` of a head-only one), config.json, the card, files copied from the run (``copied``: name →
+    the run's file) and files given as their bytes (``generated``: the OOD reference)."""
+
+    weights_file: str
+    weights: dict[str, torch.Tensor]
+    config: dict
+    card: str
+    copied: dict[str, Path] = field(default_factory=dict)
+    generated: dict[str, bytes] = field(default_factory=dict)
+
+
+def write_export(
+    out_dir: Path, contents: ExportContents, *, run_dir: Path | None = None, force: bool = False
+) -> Path:
+    """Write ``contents`` into a temporary sibling folder, then swap it in place of ``out_dir`` (only over an
+    earlier export or an empty folder; see :func:`check_destination`): the one writer of both kinds of export, so
+    an export is whole or absent."""
     out_dir = Path(out_dir)
     check_destination(out_dir, run_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent, out_dir.name)  # our own, left by a killed export
     with atomic_folder(out_dir) as tmp:  # renamed into place at the end of the block, removed on failure
-        save_safetensors(model.state_dict(), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
-        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
-        for name, source in (extra or {}).items():
+        save_safetensors(contents.weights, tmp / contents.weights_file, metadata={"format": "pt"})
+        (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(contents.config, indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_FILE).write_text(contents.card, encoding="utf-8")
+        for name, source in contents.copied.items():
             _copy_regular(source, tmp / name)
-        for name, data in (generated or {}).items():
+        for name, data in contents.generated.items():
             atomic_write_bytes(tmp / name, data)
         check_destination(out_dir, run_dir, force)  # again: the folder may have changed during the export
         replaced = _clear_the_way(out_dir)
@@ -237,7 +272,7 @@ def _clear_the_way(out_dir: Path) -> Path | None:
     return None
 
 
-def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe | MultiLabelProbe, dict[str, torch.Tensor]]:
+def fit_probe(encoder, data: RunData) -> tuple[LinearProbe | MultiLabelProbe, dict[str, torch.Tensor]]:
     """The linear probe on fp32 features of train (L2 chosen on val; one-vs-rest on multi-label data): fp32, so
     that an export is the same on every machine (bf16 autocast is used only where it is fast); also returns the
     features."""
@@ -250,17 +285,20 @@ def _fit_probe(encoder, data: RunData) -> tuple[LinearProbe | MultiLabelProbe, d
     return probe, feats
 
 
-def _logits(model: torch.nn.Module, images: torch.Tensor, data: RunData) -> torch.Tensor:
-    return extract_features(model, images, data.eval_transform, autocast=False)  # N x classes
+def classifier_logits(model: torch.nn.Module, data: RunData) -> Callable[[str], torch.Tensor]:
+    """A split's logits (N x classes) by the exported classifier itself: what zoo.load or timm will compute."""
+    return lambda split: extract_features(model, data.splits[split][0], data.eval_transform, autocast=False)
 
 
-def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe) -> dict:
-    """Test metrics of the exported classifier itself (what zoo.load or timm will compute) and of kNN."""
+def score_classifier(
+    logits_of: Callable[[str], torch.Tensor], feats: dict, data: RunData, knn_k: int, probe
+) -> dict:
+    """Test metrics of the exported classifier (``logits_of(split)``: its logits of a split) and of kNN on the
+    encoder's features; on multi-label data the multi-label ones, with the per-label thresholds (``thresholds``)."""
     if data.dataset.multilabel:
-        return _score_multilabel(model, feats, data, knn_k, probe)
+        return _score_multilabel(logits_of, feats, data, knn_k, probe)
     num_classes = data.dataset.num_classes
-    logits = _logits(model, data.test[0], data)
-    metrics = classification_metrics(torch.softmax(logits, dim=1), data.test[1], num_classes)
+    metrics = classification_metrics(torch.softmax(logits_of("test"), dim=1), data.test[1], num_classes)
     metrics["linear_accuracy"] = metrics["accuracy"]
     metrics["knn_accuracy"] = knn_accuracy(
         feats["train"], data.train[1], feats["test"], data.test[1], num_classes, k=knn_k
@@ -269,12 +307,11 @@ def _score(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe
     return metrics
 
 
-def _score_multilabel(model: torch.nn.Module, feats: dict, data: RunData, knn_k: int, probe) -> dict:
+def _score_multilabel(logits_of, feats: dict, data: RunData, knn_k: int, probe) -> dict:
     """The multi-label metrics of the exported classifier on test, at per-label thresholds chosen on val (its
     own sigmoid outputs), and kNN's macro AUROC."""
-    val = torch.sigmoid(_logits(model, data.val[0], data))
-    thresholds = choose_thresholds(val, data.val[1])
-    test = torch.sigmoid(_logits(model, data.test[0], data))
+    thresholds = choose_thresholds(torch.sigmoid(logits_of("val")), data.val[1])
+    test = torch.sigmoid(logits_of("test"))
     metrics = multilabel_metrics(test, data.test[1], thresholds, data.dataset.class_names)
     metrics["linear_auroc_macro"] = metrics["auroc_macro"]
     votes = knn_multilabel(feats["train"], data.train[1], feats["test"], k=knn_k)
@@ -284,7 +321,7 @@ def _score_multilabel(model: torch.nn.Module, feats: dict, data: RunData, knn_k:
     return metrics
 
 
-def _ood(feats: dict, percentile: float) -> tuple[dict, bytes | None]:
+def ood_reference(feats: dict, percentile: float) -> tuple[dict, bytes | None]:
     """The zoo.ood block and ood.safetensors: the reference fitted on train, its threshold, and how many val and
     test images pass it (none for a model wider than :data:`zoo.ood.MAX_FEATURES`)."""
     if feats["train"].shape[1] > MAX_FEATURES:
@@ -386,11 +423,11 @@ def export_run(
     check_destination(out_dir, run_dir, force)  # fail before the work, not after
     encoder = (encoder if encoder is not None else run.load_encoder()).float().eval()
     data = data if data is not None else run.load_data()
-    probe, feats = _fit_probe(encoder, data)
+    probe, feats = fit_probe(encoder, data)
     size = data.data_config["input_size"][-1]
     model = build_classifier(encoder, run.config.backbone, data.dataset.channels, probe, size)
-    metrics = _score(model, feats, data, run.config.knn_k, probe)
-    ood, ood_data = _ood(feats, ood_percentile)
+    metrics = score_classifier(classifier_logits(model, data), feats, data, run.config.knn_k, probe)
+    ood, ood_data = ood_reference(feats, ood_percentile)
 
     config = _export_config(run, model, data, metrics, ood)
     card = render_card(

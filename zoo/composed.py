@@ -7,7 +7,8 @@ Virchow2: CC-BY-NC-ND-4.0) is never re-published. A probe fitted on it is publis
 fitted on. Loading it downloads the encoder from its own repository, under its own terms and gate (the user's own
 access request and token), builds it from the catalogue's trusted code, and puts the head on top. The reference
 must name an entry of this catalogue with the same repository; a config cannot bring kwargs, code or another
-repository with it.
+repository with it. Like a full export, it may carry an out-of-distribution reference (``ood.safetensors``, named
+with its sha256 in ``zoo.ood``) and a task with per-label thresholds (:mod:`zoo.task`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from zoo.catalogue import CatalogueEntry, catalogue_entry
 from zoo.hub_format import HEAD_FILE
 from zoo.revision import check_commit
 from zoo.safetensors_header import read_header
+from zoo.task import attach, read_ood
 
 __all__ = ["HeadOnEncoder", "base_reference", "is_head_only", "load_composed"]
 
@@ -38,10 +40,15 @@ class HeadOnEncoder(nn.Module):
         self.num_classes = int(getattr(head, "out_features", 0))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        return self.encoder(x)  # N x num_features: the encoder pools its own tokens
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """timm's split (``forward_head(forward_features(x), pre_logits=True)`` = the pooled features the head
+        reads, which :mod:`zoo.task`'s out-of-distribution score uses)."""
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -103,7 +110,9 @@ def load_composed(
     folder: Path, config: dict, load_encoder: Callable[[str, str], nn.Module], features_only: bool
 ) -> nn.Module:
     """The classifier of a head-only export (``features_only``: its encoder), the encoder loaded by
-    ``load_encoder(name, commit)`` from the catalogue entry the config refers to."""
+    ``load_encoder(name, commit)`` from the catalogue entry the config refers to; with the task, thresholds and
+    out-of-distribution reference of a full export (:func:`zoo.task.attach`: the reference scores the pooled
+    features the head reads)."""
     entry, commit = base_reference(config, folder)
     classes = config["num_classes"]
     if config.get("num_features") != entry.width:
@@ -111,7 +120,9 @@ def load_composed(
             f"{folder / 'config.json'}: num_features {config.get('num_features')!r} is not {entry.name}'s width "
             f"{entry.width}; re-export the head"
         )
-    head = None if features_only else _head(folder, classes, entry.width)  # checked before the big download
+    # the head and the reference checked before the big download (header, size, sha256, values)
+    head = None if features_only else _head(folder, classes, entry.width)
+    ood = read_ood(folder, config, entry.width)
     encoder = load_encoder(entry.name, commit)
     model = encoder if features_only else HeadOnEncoder(encoder, head)
     model.pretrained_cfg = {**encoder.pretrained_cfg, "num_classes": 0 if features_only else classes}
@@ -119,4 +130,5 @@ def load_composed(
     model.zoo_metadata = {**dict(config.get("zoo") or {}), "base_model": encoder.zoo_metadata["base_model"]}
     if not features_only:
         model.source = str(folder)
+    attach(model, folder, config, ood)
     return model

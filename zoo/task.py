@@ -28,6 +28,7 @@ __all__ = [
     "check_block",
     "pooled_features",
     "probabilities",
+    "read_ood",
 ]
 
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"
@@ -89,14 +90,22 @@ class _OODScore:
             return model.ood.score(pooled_features(model, x))
 
 
-def attach(model: torch.nn.Module, folder: Path, config: dict) -> None:
-    """Set ``task``, ``thresholds``, ``ood``, ``ood_note`` and ``ood_score`` on a model loaded from ``folder``
-    (its config.json already validated)."""
+def read_ood(folder: Path, config: dict, features: int):
+    """The :class:`zoo.ood.OODReference` config.json's ``zoo.ood`` block names (checked against ``features``
+    before anything is allocated), or None for an export made before references existed."""
     from zoo.ood import read_reference
 
     block = config.get("zoo") or {}
+    return read_reference(folder, block["ood"], features) if "ood" in block else None
+
+
+def attach(model: torch.nn.Module, folder: Path, config: dict, ood=None) -> None:
+    """Set ``task``, ``thresholds``, ``ood``, ``ood_note`` and ``ood_score`` on a model loaded from ``folder``
+    (its config.json already validated). ``ood``: the reference :func:`read_ood` already gave (a head-only
+    export's is read before its encoder is downloaded); read here otherwise."""
+    block = config.get("zoo") or {}
     model.task = block.get("task", MULTICLASS)
     model.thresholds = list(block["thresholds"]) if model.task == MULTILABEL else None
-    model.ood = read_reference(folder, block["ood"], model.num_features) if "ood" in block else None
+    model.ood = ood if ood is not None else read_ood(folder, config, model.num_features)
     model.ood_note = None if model.ood is not None else NO_REFERENCE
     model.ood_score = _OODScore(model)

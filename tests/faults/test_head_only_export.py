@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from medssl_zoo.hub import export, push
-from zoo.hub_format import HEAD_FILE, WEIGHTS_FILE
+from zoo.hub_format import HEAD_FILE, OOD_FILE, WEIGHTS_FILE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,7 +41,7 @@ def head_export(standins, labelled, tmp_path, monkeypatch):
 
 def test_a_no_derivatives_encoder_is_exported_as_its_head_and_a_pinned_reference(head_export, standins):
     entry = standins["standin-uni"]
-    assert sorted(p.name for p in head_export.iterdir()) == ["README.md", "config.json", HEAD_FILE]
+    assert sorted(p.name for p in head_export.iterdir()) == ["README.md", "config.json", HEAD_FILE, OOD_FILE]
     head = load_file(head_export / HEAD_FILE)
     assert {k: tuple(v.shape) for k, v in head.items()} == {"weight": (2, 32), "bias": (2,)}
     config = json.loads((head_export / "config.json").read_text())
@@ -109,4 +109,4 @@ def test_push_refuses_weights_built_on_a_no_derivatives_encoder(head_export, tin
     with pytest.raises(ValueError, match="forbids redistributing.*medssl-export --base standin-uni"):
         push._check_folder(derived)
     config, files = push._check_folder(head_export)  # the head-only export passes zoo.load's own checks
-    assert sorted(files) == ["README.md", "config.json", HEAD_FILE]
+    assert sorted(files) == ["README.md", "config.json", HEAD_FILE, OOD_FILE]
