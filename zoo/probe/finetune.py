@@ -40,7 +40,9 @@ def fine_tune(
     """
     objective = objective_for(train[1])
     torch.manual_seed(seed)
-    device = next(encoder.parameters()).device  # fine-tuned where the encoder is (a GPU when evaluation has one)
+    device = next(
+        encoder.parameters()
+    ).device  # fine-tuned where the encoder is (a GPU when evaluation has one)
     model = nn.Sequential(copy.deepcopy(encoder), nn.Linear(encoder.num_features, num_classes)).to(device)
     optimizer = torch.optim.Adam(
         [
