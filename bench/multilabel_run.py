@@ -2,7 +2,7 @@
 export, zoo.load, the demo), the OOD table of an export, and the OOD score's cost per image next to the forward
 pass.
 
-    python bench/multilabel_run.py chest [--steps 100]       # the multi-label run, its metrics
+    python bench/multilabel_run.py chest [--steps 100] [--backbone test_resnet]   # the multi-label run, its metrics
     python bench/multilabel_run.py ood RUN_DIR EXPORT         # the OOD table and the score's cost (default run)
 """
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def chest(steps: int) -> None:
+def chest(steps: int, backbone: str) -> None:
     import torch
 
     import zoo
@@ -34,6 +34,7 @@ def chest(steps: int) -> None:
         npz = chest_npz(tmp / "chestmnist_64.npz", counts=(2000, 300, 600), size=64)
         started = time.perf_counter()
         args = ["--dataset", "medmnist", "--data-root", str(npz), "--image-size", "32", "--batch-size", "64"]
+        args += ["--backbone", backbone]
         args += ["--max-steps", str(steps), "--output-dir", str(tmp / "run"), "--export-name", "null"]
         assert main([*args, "--progress", "false", "--eval-every", str(steps)]) == 0
         pretrain_s = time.perf_counter() - started
@@ -53,7 +54,7 @@ def chest(steps: int) -> None:
         Image.fromarray(render_chest(np.random.default_rng(1), {2}, 64)).save(tmp / "upload.png")
         label, _, info, _ = app.classify(str(tmp / "upload.png"), name, "", False, 3)
         print(
-            f"pre-training: {steps} steps in {pretrain_s:.0f} s; kNN val mean AUROC {summary['knn_val_random_init']:.3f} "
+            f"pre-training ({backbone}): {steps} steps in {pretrain_s:.0f} s; kNN val mean AUROC {summary['knn_val_random_init']:.3f} "
             f"(random init) → {summary['knn_val_final']:.3f}"
         )
         print("| encoder | protocol | labels | macro AUROC | micro AUROC | mAP | macro F1 | micro F1 |")
@@ -128,12 +129,15 @@ def cli() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     c = sub.add_parser("chest")
     c.add_argument("--steps", type=int, default=100)
+    c.add_argument(
+        "--backbone", default="resnet50", help="any timm or zoo backbone (test_resnet: minutes on a CPU)"
+    )
     o = sub.add_parser("ood")
     o.add_argument("run_dir", type=Path)
     o.add_argument("export", type=Path)
     args = parser.parse_args()
     if args.what == "chest":
-        chest(args.steps)
+        chest(args.steps, args.backbone)
     else:
         ood(args.run_dir, args.export)
 

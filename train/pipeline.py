@@ -295,13 +295,19 @@ class ViewPipeline:
     @property
     def settling_batches(self) -> int:
         """Batches before the mode is settled (``auto`` on a CPU times its first ones in each mode)."""
-        return 2 * self.window + 3 if self.streams is None and self.overlap == "auto" else 0
+        return (
+            2 * self.window + 3
+            if self.streams is None and self.device.type == "cpu" and self.overlap == "auto"
+            else 0
+        )
 
     @property
     def mode(self) -> str:
         """How views are being made: ``cuda-stream``, ``thread``, ``none`` or ``auto (timing)``."""
         if self.streams is not None:
             return StreamPrefetch.name
+        if self.device.type != "cpu":
+            return InOrder.name
         if self.overlap != "auto":
             return self.overlap
         return self.trial.chosen if self.trial and self.trial.chosen else "auto (timing)"
@@ -319,6 +325,8 @@ class ViewPipeline:
     def _prefetchers(self) -> dict[str, InOrder | ProducerThread | StreamPrefetch]:
         if self.streams is not None:
             return {StreamPrefetch.name: StreamPrefetch(self.streams, self.device)}
+        if self.device.type != "cpu":  # another accelerator (MPS, XPU): views made there, in order
+            return {InOrder.name: InOrder(self.device)}
         modes = {"none": [InOrder.name], "thread": [ProducerThread.name]}.get(self.overlap)
         made = {InOrder.name: lambda: InOrder(self.device), ProducerThread.name: ProducerThread}
         return {mode: made[mode]() for mode in modes or made}

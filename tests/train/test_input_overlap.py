@@ -135,3 +135,11 @@ def test_a_run_is_the_same_bit_for_bit_in_every_input_mode(tmp_path):
     weights = {mode: load_file(out / "encoder.safetensors") for mode, out in runs.items()}
     for key, value in weights["none"].items():
         assert torch.equal(weights["thread"][key], value) and torch.equal(weights["auto"][key], value), key
+
+
+def test_another_accelerator_makes_its_views_there_in_order():
+    """MPS / XPU: no stream prefetcher and no CPU producer; each batch is moved to the device and made there."""
+    pipeline = ViewPipeline(lambda images, ids, epoch: (images,), torch.device("meta"), overlap="thread")
+    assert pipeline.mode == "none" and pipeline.settling_batches == 0
+    (_, (views,)), *_ = pipeline(_batches(2))
+    assert views.device.type == "meta"
