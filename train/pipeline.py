@@ -97,9 +97,8 @@ class MultiCropViews:
         self.global_augment, self.local_augment, self.local_crops = global_augment, local_augment, local_crops
 
     def __call__(self, images: torch.Tensor, ids: torch.Tensor, epoch: int) -> Views:
-        unit = unit_batch(
-            images, self.global_augment.channels
-        )  # B x C x H x W in [0, 1], shared by the views
+        # B x C x H x W in [0, 1], shared by the views
+        unit = unit_batch(images, self.global_augment.channels)
         views = [self.global_augment.augment_unit(unit, ids, epoch, view=v) for v in (0, 1)]
         views += [
             self.local_augment.augment_unit(unit, ids, epoch, view=2 + i) for i in range(self.local_crops)
@@ -295,11 +294,7 @@ class ViewPipeline:
     @property
     def settling_batches(self) -> int:
         """Batches before the mode is settled (``auto`` on a CPU times its first ones in each mode)."""
-        return (
-            2 * self.window + 3
-            if self.streams is None and self.device.type == "cpu" and self.overlap == "auto"
-            else 0
-        )
+        return 2 * self.window + 3 if self.mode == "auto (timing)" else 0
 
     @property
     def mode(self) -> str:
