@@ -2,7 +2,10 @@
 the server-side ``classify`` in process, and end to end through the real server (gradio_client: upload, queue,
 SSE), each with and without Grad-CAM — and 50 concurrent requests.
 
-    python bench/demo_latency.py [--requests 30] [--concurrent 50]
+    python bench/demo_latency.py [--requests 30] [--concurrent 50] [--model EXPORT_FOLDER]
+
+``--model``: an export folder to measure instead (e.g. a small one with an out-of-distribution reference, which
+the generated ResNet-50 lacks); the bare forward then runs at its own input size.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--model", type=Path, default=None, help="an export folder instead of a ResNet-50")
     args = parser.parse_args()
     import numpy as np
     import torch
@@ -47,11 +51,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_model(tmp / "resnet50")
+        folder = args.model.resolve() if args.model else tmp / "resnet50"
+        if not args.model:
+            make_model(folder)
         image = tmp / "tile.png"
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (460, 700, 3), dtype=np.uint8)).save(image)
-        model = zoo.load(tmp / "resnet50")
-        x = torch.randn(1, 3, 224, 224)
+        model = zoo.load(folder)
+        x = torch.randn(1, *model.pretrained_cfg["input_size"])
         forward, server_side = [], {}
         with torch.inference_mode():
             for _ in range(args.requests):
@@ -60,7 +66,7 @@ def main() -> int:
                 forward.append(time.perf_counter() - t)
         from medssl_zoo.demo import app
 
-        shown = app.add_operator_model(str(tmp / "resnet50"))  # a path: only as the operator's --model
+        shown = app.add_operator_model(str(folder))  # a path: only as the operator's --model
 
         for saliency in (False, True):  # the prediction function itself, in process (server-side latency)
             app.classify(str(image), shown, "", saliency, 3)
@@ -77,7 +83,7 @@ def main() -> int:
                 sys.executable,
                 str(ROOT / "demo" / "app.py"),
                 "--model",
-                str(tmp / "resnet50"),
+                str(folder),
                 "--port",
                 str(port),
             ]

@@ -34,35 +34,11 @@ SPEED_MODELS = {"test_resnet @ 64": ("test_resnet", 64, 64), "ResNet-50 @ 224": 
 
 
 def model_folder(path: Path, architecture: str, size: int) -> Path:
-    """An export folder of a randomly initialised timm model, as ``zoo.load`` reads any export."""
-    import timm
+    """An export folder of a randomly initialised timm model: the tests' generator (bench may import tests, the
+    reverse would make the suite depend on benchmark scripts), so both measure and test the same folders."""
+    from tests.helpers.embeddings import model_folder as make_folder
 
-    from zoo.files import atomic_write_json, save_safetensors
-    from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE, make_config
-
-    model = timm.create_model(architecture, num_classes=2)
-    data_config = {
-        "input_size": (3, size, size),
-        "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225),
-        "crop_pct": 0.875,
-        "interpolation": "bilinear",
-    }
-    config = make_config(
-        architecture,
-        dict(model.pretrained_cfg),
-        num_classes=2,
-        num_features=model.num_features,
-        in_chans=3,
-        label_names=["a", "b"],
-        data_config=data_config,
-        license="mit",
-        zoo_metadata={"method": "random", "dataset": "bench"},
-    )
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path / MODEL_CONFIG_FILE, config)
-    save_safetensors(model.state_dict(), path / WEIGHTS_FILE)
-    return path
+    return make_folder(path, size=size, architecture=architecture)
 
 
 def small_pngs(root: Path, count: int) -> Path:

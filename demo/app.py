@@ -40,7 +40,7 @@ from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 import zoo
-from medssl_zoo.demo.saliency import grad_cam, overlay
+from medssl_zoo.demo.saliency import overlay, predict_with_cam
 from medssl_zoo.demo.similar import SimilarCases
 from medssl_zoo.demo.uploads import UploadError, read_once
 from zoo.data.transforms import eval_resize_size, eval_transform
@@ -236,14 +236,26 @@ def _classify(file, choice: str, custom: str, saliency: bool, top_k: int, reques
     except UploadError as e:
         raise gr.Error(f"Could not read the upload: {e}") from e
     x, shown = preprocess(image, model)
-    with torch.inference_mode():
-        probabilities = zoo.task.probabilities(model.task, model(x))[0]
+    logits, score, heat = _predict(model, x, shown, saliency)
+    probabilities = zoo.task.probabilities(model.task, logits)[0]
     k = max(1, min(int(top_k), len(probabilities)))
     labels = model.label_names or [f"class {i}" for i in range(len(probabilities))]
     result = {labels[i]: float(probabilities[i]) for i in probabilities.topk(k).indices.tolist()}
-    heat = overlay(shown, grad_cam(model, x, int(probabilities.argmax()))) if saliency else None
-    info = _findings(model, probabilities) + _ood_warning(model, x) + _describe(model, image, original_mode)
+    info = (
+        _findings(model, probabilities) + _ood_warning(model, score) + _describe(model, image, original_mode)
+    )
     return (result, heat, info, model_card(model, name)), model, image
+
+
+def _predict(model: torch.nn.Module, x: torch.Tensor, shown: Image.Image, saliency: bool) -> tuple:
+    """(logits, out-of-distribution score or None, Grad-CAM overlay or None) from one forward of the encoder: with
+    saliency, that forward runs with grad and one backward gives the map (the top class's)."""
+    if saliency:
+        logits, score, cam = predict_with_cam(model, x)
+        return logits, score, overlay(shown, cam)
+    with torch.inference_mode():
+        logits, score = zoo.task.predict(model, x)
+    return logits, score, None
 
 
 def _findings(model: torch.nn.Module, probabilities: torch.Tensor) -> str:
@@ -264,12 +276,12 @@ def _findings(model: torch.nn.Module, probabilities: torch.Tensor) -> str:
     )
 
 
-def _ood_warning(model: torch.nn.Module, x: torch.Tensor) -> str:
-    """The out-of-distribution warning (also a toast) when the upload's score passes the model's threshold; a
-    line saying so for an export without a reference."""
+def _ood_warning(model: torch.nn.Module, scores: torch.Tensor | None) -> str:
+    """The out-of-distribution warning (also a toast) when the upload's score (:func:`_predict`'s) passes the
+    model's threshold; a line saying so for an export without a reference."""
     if model.ood is None:
         return "_This model has no out-of-distribution reference: nothing warns about unfamiliar images._\n\n"
-    score = float(model.ood_score(x)[0])
+    score = float(scores[0])
     if score <= model.ood.threshold:
         return ""
     text = OOD_WARNING.format(dataset=_trained_on(model.zoo_metadata or {}, "this model"))

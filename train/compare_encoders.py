@@ -3,9 +3,11 @@ cached embeddings.
 
 A name is anything :func:`zoo.embeddings.load_encoder` takes — a catalogue entry (``uni``, ``virchow2``), a zoo
 name, an exported folder, a Hub id, a finished run directory — or a baseline: ``random`` (timm's initialisation,
-seed 0) or ``imagenet`` (timm's ImageNet weights), optionally ``random:ARCH`` / ``imagenet:ARCH``; without an
-architecture a baseline takes the first named encoder's, and the random baseline its preprocessing (so it differs
-from that encoder only by its weights, as in the study's comparison).
+seed 0) or ``imagenet`` (timm's ImageNet weights), optionally ``random:ARCH`` / ``imagenet:ARCH`` (``random:ENTRY``
+for a catalogue entry: its own constructor); without an architecture a baseline takes the first named encoder's —
+for the random baseline of a catalogue encoder its entry's constructor (kwargs, pooling), built without downloading
+anything — and the random baseline its preprocessing (so it differs from that encoder only by its weights, as in
+the study's comparison).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from timm.data import resolve_data_config
 
 import zoo
+from zoo.catalogue import catalogue_entry
 from zoo.embeddings.encoder import Encoder, load_encoder, pooling_of
 from zoo.messages import first_line
 
@@ -47,14 +50,39 @@ def _parse(spec: str) -> tuple[str, str | None]:
     return kind, architecture or None
 
 
+def _catalogue_name(reference: Encoder) -> str | None:
+    """The catalogue entry ``reference`` was built from (a catalogue encoder, or a head-only export's), if any:
+    its trusted constructor (kwargs, pooling) is what the random baseline must rebuild, since the bare timm
+    architecture name alone gives a different model (another width, pooling, no registers or SwiGLU)."""
+    base = (getattr(reference.module, "zoo_metadata", None) or {}).get("base_model") or {}
+    entry = catalogue_entry(base["name"]) if isinstance(base.get("name"), str) else None
+    return entry.name if entry and entry.architecture == reference.identity["architecture"] else None
+
+
+def _random_config(architecture: str, reference: Encoder | None) -> dict:
+    """The random baseline's preprocessing: a catalogue entry's own (the input size its constructor is built
+    for), else the reference encoder's, else ImageNet's."""
+    entry = catalogue_entry(architecture)
+    if entry is not None:
+        cfg = entry.pretrained_cfg
+        keys = ("crop_pct", "interpolation", "mean", "std")
+        return {
+            "input_size": list(cfg["input_size"]),
+            **{k: list(cfg[k]) if k in ("mean", "std") else cfg[k] for k in keys},
+        }
+    return dict(reference.data_config) if reference else dict(IMAGENET_CONFIG)
+
+
 def _baseline(spec: str, reference: Encoder | None) -> Encoder:
     kind, architecture = _parse(spec)
+    if not architecture and reference and kind == "random":
+        architecture = _catalogue_name(reference)  # random:ENTRY: the entry's own constructor, random weights
     architecture = architecture or (reference.identity["architecture"] if reference else None)
     if not architecture:
         raise ValueError(
             f"{spec}: no encoder to take the architecture from; name one, e.g. {kind}:vit_small_patch16_224"
         )
-    config = dict(reference.data_config) if reference and kind == "random" else dict(IMAGENET_CONFIG)
+    config = _random_config(architecture, reference) if kind == "random" else dict(IMAGENET_CONFIG)
     size = config["input_size"][-1]
     try:
         torch.manual_seed(0)

@@ -50,10 +50,13 @@ def best_per_protocol(result: dict) -> dict[str, dict]:
 
 
 def _cell(row: dict | None, key: str = RANKED_BY) -> str | None:
+    """``mean ± std`` wherever the row summarises several seeds or episodes (a std of 0 included: every seed
+    agreed), the bare value where there was one run (no spread to state)."""
     if row is None or row[key] is None:
         return None
-    std = row.get(f"{key}_std")
-    return f"{row[key]:.3f} ± {std:.3f}" if std else f"{row[key]:.3f}"
+    if (row.get("repeats") or 1) > 1:
+        return f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}"
+    return f"{row[key]:.3f}"
 
 
 def _speed(value) -> str | None:

@@ -9,6 +9,7 @@ by :func:`zoo.load` to the model it returns.
 - ``model.ood``: the :class:`zoo.ood.OODReference` (None for an export made before references existed, which
   ``model.ood_note`` says), and ``model.ood_score(x)``: each image's score (N), to compare with
   ``model.ood.threshold``.
+- :func:`predict`: the logits and the score from one forward of the encoder (the demo's per-upload call).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ __all__ = [
     "attach",
     "check_block",
     "pooled_features",
+    "predict",
     "probabilities",
     "read_ood",
+    "scored_head",
 ]
 
 MULTICLASS, MULTILABEL = "multiclass", "multilabel"
@@ -74,6 +77,25 @@ def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The pooled features timm's classifier reads (``forward_head(..., pre_logits=True)``): N x num_features,
     with or without a classifier."""
     return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def scored_head(model: torch.nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits N x classes, out-of-distribution score N or None without a reference) of ``forward_features``'s
+    output: timm's head run twice on it (to the logits, and to the pooled features with ``pre_logits=True``), the
+    encoder not at all. Both calls are timm's own split, so no model's head is reimplemented here; the head is a
+    pool and a linear layer, negligible next to the encoder."""
+    logits = model.forward_head(features)
+    if getattr(model, "ood", None) is None:
+        return logits, None
+    with torch.no_grad():
+        return logits, model.ood.score(model.forward_head(features, pre_logits=True))
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, score) as ``model(x)`` and ``model.ood_score(x)`` give them, from one forward of the encoder
+    instead of two (:func:`scored_head`)."""
+    with torch.no_grad():
+        return scored_head(model, model.forward_features(x))
 
 
 class _OODScore:

@@ -8,12 +8,13 @@ import timm
 import torch
 from PIL import Image
 
-from zoo.files import save_safetensors
+from zoo.files import atomic_write_json, save_safetensors
 from zoo.hub_format import MODEL_CONFIG_FILE, WEIGHTS_FILE, make_config
 
 
 def model_folder(path: Path, seed: int = 0, size: int = 32, architecture: str = "test_resnet") -> Path:
-    """An export folder of a randomly initialised timm model (``zoo.load`` reads it like any export)."""
+    """An export folder of a randomly initialised timm model (``zoo.load`` reads it like any export); also the
+    embedding bench's (bench/embed_throughput.py), so there is one generator."""
     torch.manual_seed(seed)
     model = timm.create_model(architecture, num_classes=2)
     data_config = {
@@ -35,7 +36,7 @@ def model_folder(path: Path, seed: int = 0, size: int = 32, architecture: str = 
         zoo_metadata={"method": "random", "dataset": "none"},
     )
     path.mkdir(parents=True, exist_ok=True)
-    (path / MODEL_CONFIG_FILE).write_text(json.dumps(config))
+    atomic_write_json(path / MODEL_CONFIG_FILE, config)
     save_safetensors(model.state_dict(), path / WEIGHTS_FILE)
     return path
 
@@ -54,8 +55,6 @@ def image_folder(root: Path, count: int, seed: int = 0, size=(40, 30), depth: in
 
 def hostile_outputs(root: Path) -> dict[str, Path]:
     """Embedding outputs as a stranger could hand them over (to search them, or as the demo's --similar DIR)."""
-    import json
-
     from zoo.embeddings.format import plan_id
 
     key = {"model": {"width": 4}, "dtype": "float32"}
