@@ -153,23 +153,37 @@ def conventional(trainer, cfg, steps: int, warmup: int) -> float:
     original files (decoded every time, at their resolution) + per-image v2 SSL transforms +
     DataLoader(num_workers=cores, pin_memory=True, persistent workers)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from zoo.data import TwoViews, ssl_transform
 
     ds = trainer.data.dataset
     per_image = ssl_transform(cfg.image_size, ds.channels, ds.mean, ds.std)
-    device = trainer.accelerator.device
+
+    def loss(v1, v2_):
+        with trainer.accelerator.autocast():
+            channels_last = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2_))
+            return trainer.method(*channels_last)["loss"]
+
+    return _peer_samples_per_s(trainer, ds.split("train", transform=TwoViews(per_image)), loss, steps, warmup)
+
+
+def _peer_samples_per_s(trainer, dataset, loss_of, steps: int, warmup: int) -> float:
+    """samples/s of a plain loop over ``dataset``'s ``((view 1, view 2), label)`` items in a
+    DataLoader(num_workers=cores, pin_memory on GPUs, persistent workers) at the run's batch size: copy,
+    ``loss_of(v1, v2)``, backward, the trainer's optimizer step; timed after ``warmup`` steps (CUDA synchronised at
+    both ends)."""
+    from torch.utils.data import DataLoader
+
+    device, optimizer = trainer.accelerator.device, trainer.optimizer
     loader = DataLoader(
-        ds.split("train", transform=TwoViews(per_image)),
-        batch_size=cfg.batch_size,
+        dataset,
+        batch_size=trainer.cfg.batch_size,
         shuffle=True,
         drop_last=True,
         num_workers=os.cpu_count() or 1,
         pin_memory=device.type == "cuda",
         persistent_workers=True,
     )
-    model, optimizer = trainer.method, trainer.optimizer
 
     def batches():
         while True:
@@ -181,17 +195,11 @@ def conventional(trainer, cfg, steps: int, warmup: int) -> float:
         if i == warmup:
             _sync(device)
             start = time.perf_counter()
-        v1, v2_ = next(it)
-        with trainer.accelerator.autocast():
-            loss = model(
-                v1.contiguous(memory_format=torch.channels_last),
-                v2_.contiguous(memory_format=torch.channels_last),
-            )["loss"]
-        loss.backward()
+        loss_of(*next(it)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     _sync(device)
-    return cfg.batch_size * steps / (time.perf_counter() - start)
+    return loader.batch_size * steps / (time.perf_counter() - start)
 
 
 def lightly_style(trainer, cfg, steps: int, warmup: int) -> float:
@@ -202,7 +210,7 @@ def lightly_style(trainer, cfg, steps: int, warmup: int) -> float:
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
     from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
+    from torch.utils.data import Dataset
 
     class CachedPIL(Dataset):
         """The run's train split from its uint8 cache as PIL images (what lightly's transforms take)."""
@@ -214,43 +222,21 @@ def lightly_style(trainer, cfg, steps: int, warmup: int) -> float:
             return len(self.images)
 
         def __getitem__(self, i: int):
-            return self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy()))
+            views = self.transform(Image.fromarray(self.images[i].permute(1, 2, 0).numpy()))
+            return views, 0  # no label
 
-    ds, device = trainer.data.dataset, trainer.accelerator.device
+    ds = trainer.data.dataset
     transform = SimCLRTransform(input_size=cfg.image_size, normalize={"mean": ds.mean, "std": ds.std})
-    loader = DataLoader(
-        CachedPIL(trainer.data.train[0], transform),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=os.cpu_count() or 1,
-        pin_memory=device.type == "cuda",
-        persistent_workers=True,
-    )
-    model, optimizer = trainer.method, trainer.optimizer
     if cfg.method != "simclr":
         raise SystemExit(f"--lightly times lightly's SimCLR loop; this configuration trains {cfg.method}")
-    criterion = NTXentLoss(temperature=model.criterion.temperature)
+    criterion = NTXentLoss(temperature=trainer.method.criterion.temperature)
 
-    def batches():
-        while True:
-            for v1, v2_ in loader:
-                yield v1.to(device, non_blocking=True), v2_.to(device, non_blocking=True)
-
-    it = batches()
-    for i in range(warmup + steps):
-        if i == warmup:
-            _sync(device)
-            start = time.perf_counter()
-        v1, v2_ = next(it)
+    def loss(v1, v2_):
         with trainer.accelerator.autocast():
-            out = model(v1, v2_)
-        loss = criterion(out["z1"].float(), out["z2"].float())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    _sync(device)
-    return cfg.batch_size * steps / (time.perf_counter() - start)
+            out = trainer.method(v1, v2_)
+        return criterion(out["z1"].float(), out["z2"].float())
+
+    return _peer_samples_per_s(trainer, CachedPIL(trainer.data.train[0], transform), loss, steps, warmup)
 
 
 def measure(

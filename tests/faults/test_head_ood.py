@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 import zoo
 from medssl_zoo.hub import export
 from medssl_zoo.hub.export_head import export_head
+from tests.helpers.multilabel import check_demo_findings, check_multilabel_card
 from tests.helpers.ood_images import model_inputs, ood_images, ood_table
 from zoo.data.run_data import DataRequest, load_run_data
 from zoo.hub_format import HEAD_FILE, OOD_FILE
@@ -202,32 +203,16 @@ def test_a_multilabel_head_records_its_thresholds_and_metrics(chest_head):
     present = [label for label in range(y.shape[1]) if 0 < y[:, label].sum() < len(y)]
     direct = np.mean([roc_auc_score(y[:, label], test[:, label]) for label in present])
     assert block["metrics"]["auroc_macro"] == pytest.approx(direct, abs=1e-5)
-    card = (folder / "README.md").read_text()
-    assert "Macro AUROC" in card and "mAP" in card and "**sigmoid**" in card and "Accuracy" not in card
-    assert f"above **{block['ood']['threshold']:.1f}**" in card
+    check_multilabel_card(folder)
 
 
 def test_the_demo_shows_a_composed_models_findings_and_warning(chest_head, tiles_head, tmp_path):
     from PIL import Image
 
     from medssl_zoo.demo import app
-    from medssl_zoo.demo.imaging import read_upload
     from zoo.data.synthetic import render_tile
-    from zoo.data.synthetic_chest import render_chest
 
-    _, chest = chest_head
-    shown = app.add_operator_model(str(chest))
-    path = tmp_path / "chest.png"
-    Image.fromarray(render_chest(np.random.default_rng(5), {1, 2}, 64)).save(path)
-    label, _, info, card = app.classify(str(path), shown, "", False, 14)
-    model = zoo.load(chest)
-    x, _ = app.preprocess(read_upload(path, 3)[0], model)
-    with torch.inference_mode():
-        expected = torch.sigmoid(model(x))[0]  # a sigmoid per finding, not a softmax
-    assert len(label) == 14 and "labels (multi-label)" in card
-    for name, p, t in zip(model.label_names, expected.tolist(), model.thresholds, strict=True):
-        assert label[name] == pytest.approx(p, abs=1e-6)
-        assert f"| {name} | {p:.3f} | {t:.3f} | {'**present**' if p >= t else 'absent'} |" in info
+    check_demo_findings(chest_head[1], tmp_path, channels=3)
     tiles = app.add_operator_model(str(tiles_head))
     tile, noise = tmp_path / "tile.png", tmp_path / "noise.png"
     Image.fromarray(render_tile(np.random.default_rng([123, 2]), 2, 32)).save(tile)

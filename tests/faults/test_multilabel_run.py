@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from sklearn.metrics import roc_auc_score
 
 import zoo
-from tests.helpers.multilabel import chest_npz
+from tests.helpers.multilabel import check_demo_findings, check_multilabel_card, chest_npz
 from zoo.probe import choose_thresholds, extract_features, fit_multilabel_probe, knn_multilabel
 from zoo.run_dir import read_run
 
@@ -138,31 +138,8 @@ def test_the_export_is_a_sigmoid_classifier_that_plain_timm_loads(chest_run, tmp
 
 def test_the_card_shows_the_multilabel_metrics_and_the_reference(chest_run):
     _, export = chest_run
-    card = (export / "README.md").read_text()
-    assert "Macro AUROC" in card and "mAP" in card and "**sigmoid**" in card and "Accuracy" not in card
-    block = json.loads((export / "config.json").read_text())["zoo"]
-    assert f"above **{block['ood']['threshold']:.1f}**" in card
+    check_multilabel_card(export)
 
 
 def test_the_demo_shows_each_findings_probability_and_threshold(chest_run, tmp_path):
-    from PIL import Image
-
-    from medssl_zoo.demo import app
-    from medssl_zoo.demo.imaging import read_upload
-    from zoo.data.synthetic_chest import render_chest
-
-    _, export = chest_run
-    shown = app.add_operator_model(str(export))
-    path = tmp_path / "chest.png"
-    Image.fromarray(render_chest(np.random.default_rng(5), {1, 2}, 64)).save(path)
-    label, _, info, card = app.classify(str(path), shown, "", False, 14)
-    model = zoo.load(export)
-    x, _ = app.preprocess(read_upload(path, 1)[0], model)
-    with torch.inference_mode():
-        expected = torch.sigmoid(model(x))[0]  # a sigmoid per finding, not a softmax
-    assert len(label) == 14
-    for name, probability in label.items():  # the Label output: {finding: probability}
-        assert probability == pytest.approx(expected[model.label_names.index(name)].item(), abs=1e-6)
-    for name, p, t in zip(model.label_names, expected.tolist(), model.thresholds, strict=True):
-        assert f"| {name} | {p:.3f} | {t:.3f} | {'**present**' if p >= t else 'absent'} |" in info
-    assert "labels (multi-label)" in card
+    check_demo_findings(chest_run[1], tmp_path, channels=1)

@@ -76,3 +76,39 @@ def chexpert_folder(
     with open(base / "train.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["Path", *CHEXPERT_META, *names], *rows])
     return base, values
+
+
+def check_multilabel_card(folder: Path) -> None:
+    """A multi-label export's card: the multi-label metrics, sigmoid semantics and the OOD threshold."""
+    import json
+
+    card = (folder / "README.md").read_text()
+    assert "Macro AUROC" in card and "mAP" in card and "**sigmoid**" in card and "Accuracy" not in card
+    block = json.loads((folder / "config.json").read_text())["zoo"]
+    assert f"above **{block['ood']['threshold']:.1f}**" in card
+
+
+def check_demo_findings(folder: Path, tmp_path: Path, channels: int) -> None:
+    """The demo on a multi-label export: for a chest image, the Label output is each finding's sigmoid probability
+    (a second computation: the loaded model's own forward on the demo's preprocessing), and the table shows each
+    with its threshold and verdict."""
+    import pytest
+    import torch
+
+    import zoo
+    from medssl_zoo.demo import app
+    from medssl_zoo.demo.imaging import read_upload
+    from zoo.data.synthetic_chest import render_chest
+
+    shown = app.add_operator_model(str(folder))
+    path = tmp_path / "chest.png"
+    Image.fromarray(render_chest(np.random.default_rng(5), {1, 2}, 64)).save(path)
+    label, _, info, card = app.classify(str(path), shown, "", False, 14)
+    model = zoo.load(folder)
+    x, _ = app.preprocess(read_upload(path, channels)[0], model)
+    with torch.inference_mode():
+        expected = torch.sigmoid(model(x))[0]  # a sigmoid per finding, not a softmax
+    assert len(label) == 14 and "labels (multi-label)" in card
+    for name, p, t in zip(model.label_names, expected.tolist(), model.thresholds, strict=True):
+        assert label[name] == pytest.approx(p, abs=1e-6)  # the Label output: {finding: probability}
+        assert f"| {name} | {p:.3f} | {t:.3f} | {'**present**' if p >= t else 'absent'} |" in info
