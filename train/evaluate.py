@@ -30,6 +30,7 @@ import zoo
 from medssl_zoo.train.evaluation import BASELINES, PROTOCOLS, STUDY_KNN_K, EvalOptions, evaluate
 from medssl_zoo.train.reports import markdown_table
 from zoo.files import load_yaml
+from zoo.host_memory import keep_freed_host_memory
 
 log = logging.getLogger("evaluate")
 
@@ -165,6 +166,7 @@ def main(argv=None) -> int:
 
         return compare_main(argv)
     target, options = parse_args(argv)
+    log.info("host memory freed by a step: %s for the next (zoo.host_memory)", keep_freed_host_memory())
     try:
         result = evaluate(target, options)
     except (ValueError, FileNotFoundError, zoo.ModelNotAvailableError) as e:

@@ -63,6 +63,7 @@ from zoo.data.batch_augment import BatchAugment
 from zoo.data.run_data import RunData, load_run_data
 from zoo.distributed import GlobalBatchNorm
 from zoo.files import atomic_write_text, save_safetensors
+from zoo.host_memory import keep_freed_host_memory
 from zoo.messages import first_line
 from zoo.methods import SSLModel, TeacherStudentModel, create_method, get_method_spec
 from zoo.run_dir import (
@@ -274,6 +275,7 @@ class Trainer:
         self.accelerator = build_accelerator(cfg)
         self.main = self.accelerator.is_main_process
         setup_threads(cfg, self.accelerator)
+        log.info("host memory freed by a step: %s for the next (zoo.host_memory)", keep_freed_host_memory())
         claim = claim_run_dir(self.accelerator, cfg, resume)
         self.run_dir, self.run_id = claim.run_dir, claim.run_id
         try:

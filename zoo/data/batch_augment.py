@@ -2,10 +2,11 @@
 
 Per-image torchvision transforms cost ~2 ms per 64 px view in Python dispatch alone — more than a small
 encoder's forward/backward on a 2-core CPU. :class:`BatchAugment` applies the same policies
-(:mod:`zoo.data.augment_policies`) to a whole uint8 batch with a handful of tensor ops: RandomResizedCrop as one
-``grid_sample`` with per-sample affine grids (bilinear; 3.4x faster than ``roi_align`` here), colour jitter as
+(:mod:`zoo.data.augment_policies`) to a whole uint8 batch with a handful of tensor ops: RandomResizedCrop and the
+flip as one ``grid_sample`` over per-sample grids (bilinear; 3.4x faster than ``roi_align`` here), colour jitter as
 per-sample blends (hue as a rotation of the YIQ chroma plane), grayscale, separable Gaussian blur as one grouped
-convolution, solarize.
+convolution, solarize. A view of the default run's batch (128 at 64 px) takes 10 ms on a 2-core CPU (with
+:func:`zoo.host_memory.keep_freed_host_memory`, as the trainer runs it; 27-29 ms before both).
 
 Random parameters are a hash of (seed, epoch, sample index, view, parameter): a sample's views do not depend on
 which batch or process it lands in, so a run on N processes, or resumed mid-epoch, sees exactly the augmented
@@ -14,8 +15,8 @@ images of an uninterrupted single-process run.
 Nothing here makes the host wait for the device (so a CUDA side stream can augment the next batch while the step
 runs; see the PyTorch notes on CUDA semantics, "asynchronous execution"): the constants are copied to a device once
 and kept there, the inverse colour transform is computed once, and data-dependent choices (which samples are
-blurred) are ``torch.where`` over all samples instead of indexing the selected ones, whose count the host would
-have to read back.
+blurred) are blends of all samples by 0 or 1 instead of indexing the selected ones, whose count the host would have
+to read back.
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ class BatchAugment:
         self, unit: torch.Tensor, sample_ids: torch.Tensor, epoch: int = 0, view: int = 0
     ) -> torch.Tensor:
         """The view of a batch already converted by :func:`unit_batch` (N x C x H x W floats in [0, 1], left
-        unchanged): the views of one batch share one conversion (the pre-training pipeline's multi-crop views)."""
+        unchanged): the views of one batch share one conversion (the pre-training pipeline's multi-crop views).
+        One view at a time: two views made as one batch of 2N were 10 % slower here (intermediates twice the
+        size of the cache), and so were chunks of a batch (more, smaller operations)."""
         if not 0 <= view < VIEWS_PER_SAMPLE:
             raise ValueError(f"view must be in 0..{VIEWS_PER_SAMPLE - 1}, got {view}")
         keys = (
@@ -171,25 +174,32 @@ class BatchAugment:
         ) * VIEWS_PER_SAMPLE + view  # N
         const = self.constants(unit.device)
         rand = hash_uniform_all(keys, const.stream_offsets).__getitem__  # stream -> N uniforms
-        x = self._crop(unit, rand)  # N x C x S x S in [0, 1] (a new tensor: ``unit`` is not written)
-        x = torch.where((rand(RandomStream.FLIP) < 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
+        x = self._crop(unit, rand)  # N x C x S x S in [0, 1], flipped where drawn (``unit`` is unchanged)
         if self.policy.jitter_p:
             x = self._jitter(x, rand, const)
         if self.channels == 3 and self.policy.grayscale_p:
             gray = _gray(x, const.luma).expand_as(x)
-            x = torch.where(
-                (rand(RandomStream.GRAYSCALE) < self.policy.grayscale_p).view(-1, 1, 1, 1), gray, x
-            )
+            x = _choose(rand(RandomStream.GRAYSCALE) < self.policy.grayscale_p, gray, x)
         view_policy = self.policy.for_view(view)  # asymmetric policies blur / solarize each view differently
-        x = self._blur(x, rand, view_policy.blur_p)
+        if view_policy.blur_p >= 1:
+            x = self._blur(x, rand)
+        elif view_policy.blur_p > 0:
+            x = _choose(rand(RandomStream.BLUR_APPLY) < view_policy.blur_p, self._blur(x, rand), x)
         if view_policy.solarize_p:
             solarize = (rand(RandomStream.SOLARIZE) < view_policy.solarize_p).view(-1, 1, 1, 1) & (x >= 0.5)
             x = torch.where(solarize, 1 - x, x)
-        x = (x - const.mean) / const.std
-        return x.contiguous(memory_format=torch.channels_last)
+        # in place (``x`` is this call's own tensor by now: the crop made it), then the step's layout: elementwise
+        # operations broadcasting over channels are 2.5x slower on a channels_last tensor
+        return x.sub_(const.mean).div_(const.std).contiguous(memory_format=torch.channels_last)
 
     def _crop(self, x: torch.Tensor, rand) -> torch.Tensor:
-        """RandomResizedCrop: area fraction ~ U(scale), log aspect ~ U(log ratio), clamped to the image."""
+        """RandomResizedCrop: area fraction ~ U(scale), log aspect ~ U(log ratio), clamped to the image; then the
+        horizontal flip, drawn per sample.
+
+        One ``grid_sample`` over a sampling grid made by broadcasting: the crop box is an axis-aligned scale and
+        shift, so each grid coordinate is ``scale * base + shift`` (the values ``F.affine_grid`` computes with a
+        batched matrix product, 10x slower here), and a flipped sample reads its grid's columns in reverse order
+        (the same pixels as flipping the output: each output pixel depends on its grid point only)."""
         n, _, h, w = x.shape
         lo, hi = self.policy.crop_scale
         area = h * w * (lo + (hi - lo) * rand(RandomStream.CROP_AREA))
@@ -198,11 +208,19 @@ class BatchAugment:
         cw = torch.sqrt(area * ratio).clamp(max=w)
         ch = torch.sqrt(area / ratio).clamp(max=h)
         x0, y0 = rand(RandomStream.CROP_X) * (w - cw), rand(RandomStream.CROP_Y) * (h - ch)
-        theta = torch.zeros(n, 2, 3, device=x.device)  # output [-1, 1]² → the crop box in input coordinates
-        theta[:, 0, 0], theta[:, 0, 2] = cw / w, (2 * x0 + cw) / w - 1
-        theta[:, 1, 1], theta[:, 1, 2] = ch / h, (2 * y0 + ch) / h - 1
-        grid = F.affine_grid(theta, [n, x.shape[1], self.size, self.size], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        base = _grid_base(self.size, x.device)  # S: pixel centres of the output in [-1, 1]
+        flip = (rand(RandomStream.FLIP) < 0.5).view(-1, 1)  # N x 1
+        across = torch.where(flip, base.flip(0), base)  # N x S
+        gx = (cw / w).view(-1, 1) * across + ((2 * x0 + cw) / w - 1).view(
+            -1, 1
+        )  # N x S: input x of each column
+        gy = (ch / h).view(-1, 1) * base + ((2 * y0 + ch) / h - 1).view(-1, 1)  # N x S: input y of each row
+        grid = torch.stack(
+            (gx.unsqueeze(1).expand(n, self.size, -1), gy.unsqueeze(2).expand(n, -1, self.size)), -1
+        )
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )  # N x C x S x S
 
     def _jitter(self, x: torch.Tensor, rand, const: _Constants) -> torch.Tensor:
         """ColorJitter with probability p: brightness, contrast, saturation (blends, as torchvision), hue."""
@@ -211,19 +229,17 @@ class BatchAugment:
         factor = lambda strength, stream: (1 + apply * strength * (2 * rand(stream) - 1)).view(-1, 1, 1, 1)  # noqa: E731
         x = (x * factor(b, RandomStream.BRIGHTNESS)).clamp_(0, 1)
         gray = _gray(x, const.luma) if self.channels == 3 else x
-        x = torch.lerp(gray.mean(dim=(1, 2, 3), keepdim=True), x, factor(c, RandomStream.CONTRAST)).clamp_(
-            0, 1
-        )
+        # each sample's mean gray written out at full size: a broadcast first operand takes lerp's slow path
+        mean = gray.mean(dim=(1, 2, 3), keepdim=True).expand_as(x).contiguous()  # N x C x H x W
+        x = torch.lerp(mean, x, factor(c, RandomStream.CONTRAST)).clamp_(0, 1)
         if self.channels == 3:
             x = torch.lerp(_gray(x, const.luma), x, factor(s, RandomStream.SATURATION)).clamp_(0, 1)
             x = _hue(x, apply * h * (2 * rand(RandomStream.HUE) - 1), const)
         return x
 
-    def _blur(self, x: torch.Tensor, rand, probability: float) -> torch.Tensor:
-        """Gaussian blur with probability ``probability``: one separable grouped convolution (reflect padding) of
-        every sample, kept where drawn (``torch.where``: no host-side count of the selected samples)."""
-        if probability <= 0:
-            return x
+    def _blur(self, x: torch.Tensor, rand) -> torch.Tensor:
+        """Gaussian blur of every sample, sigma drawn per sample: one separable grouped convolution (reflect
+        padding); the caller keeps it where drawn (a blend: no host-side count of the selected samples)."""
         n, c = x.shape[:2]
         lo, hi = self.policy.blur_sigma
         sigma = lo + (hi - lo) * rand(RandomStream.BLUR_SIGMA)  # N
@@ -231,16 +247,11 @@ class BatchAugment:
         t = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
         kernel = torch.exp(-(t**2) / (2 * sigma.view(-1, 1) ** 2))
         kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # N*C x K
-        blurred = x.reshape(1, n * c, *x.shape[2:])  # 1 x N*C x S x S
-        blurred = F.conv2d(
-            F.pad(blurred, (half, half, 0, 0), mode="reflect"), kernel.view(n * c, 1, 1, -1), groups=n * c
-        )
-        blurred = F.conv2d(
-            F.pad(blurred, (0, 0, half, half), mode="reflect"), kernel.view(n * c, 1, -1, 1), groups=n * c
-        ).view_as(x)
-        if probability >= 1:
-            return blurred
-        return torch.where((rand(RandomStream.BLUR_APPLY) < probability).view(-1, 1, 1, 1), blurred, x)
+        # padded once on all sides: the rows added above and below are reflections of image rows, and blurring a
+        # reflected row along itself gives the reflection of the blurred row (the same bits as padding in between)
+        padded = F.pad(x.reshape(1, n * c, *x.shape[2:]), (half,) * 4, mode="reflect")  # 1 x NC x S+2h x S+2h
+        rows = F.conv2d(padded, kernel.view(n * c, 1, 1, -1), groups=n * c)  # 1 x N*C x S+2h x S
+        return F.conv2d(rows, kernel.view(n * c, 1, -1, 1), groups=n * c).view_as(x)  # along columns
 
 
 def unit_batch(images: torch.Tensor, channels: int) -> torch.Tensor:
@@ -250,6 +261,18 @@ def unit_batch(images: torch.Tensor, channels: int) -> torch.Tensor:
             f"BatchAugment expects uint8 N x {channels} x H x W, got {images.dtype} {tuple(images.shape)}"
         )
     return images.float().div_(255)
+
+
+def _grid_base(size: int, device: torch.device) -> torch.Tensor:
+    """The output's pixel centres in [-1, 1] (size S), computed as ``F.affine_grid`` does (align_corners=False)."""
+    return torch.linspace(-1, 1, size, device=device) * (size - 1) / size
+
+
+def _choose(chosen: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new`` for the samples where ``chosen`` (N bools), else ``old``: ``torch.where`` with a per-sample condition
+    as a blend by 0 or 1, the same values for finite images (x + 0 * d = x; y - d * 0 = y) in a third of the time
+    (a broadcast boolean condition takes the elementwise kernels' slow path here)."""
+    return torch.lerp(old, new, chosen.to(old.dtype).view(-1, *[1] * (old.ndim - 1)))
 
 
 def _gray(x: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:  # N x 3 x H x W → N x 1 x H x W
