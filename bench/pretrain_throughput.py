@@ -20,6 +20,7 @@ train split) at their resolution every time, with every core a loader worker.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -378,6 +379,8 @@ def main() -> int:
         help="CPU input pipeline modes, one row each (auto: what a run chooses)",
     )
     args, rest = parser.parse_known_args()
+    if args.lightly and importlib.util.find_spec("lightly") is None:
+        parser.error("--lightly needs lightly: `pip install lightly` (or an unpacked wheel on PYTHONPATH)")
     runs = METHODS if args.only == "methods" else {k: v for k, v in PRESETS.items() if args.only in (None, k)}
     runs = {"custom": rest} if rest else runs
     results = []

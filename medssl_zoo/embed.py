@@ -20,6 +20,7 @@ import zoo
 from zoo.embeddings import EmbedOptions, embed
 from zoo.embeddings.embed import default_threads
 from zoo.files import load_yaml
+from zoo.host_memory import keep_freed_host_memory
 
 log = logging.getLogger("medssl-embed")
 
@@ -119,6 +120,7 @@ def main(argv=None) -> int:
         EmbedOptions(**options)
     except ValueError as e:
         p.error(str(e).replace("_", "-"))
+    log.info("host memory freed by a batch: %s for the next (zoo.host_memory)", keep_freed_host_memory())
     try:
         embed(args.model, args.data, args.out, **options)
     except (ValueError, OSError, zoo.ModelNotAvailableError) as e:

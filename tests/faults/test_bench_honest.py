@@ -55,3 +55,18 @@ def test_the_compute_bound_includes_the_optimizer_step_and_the_ema(tmp_path):
         if v.is_floating_point() and not torch.equal(v, teacher[k])
     ]
     assert followed  # the EMA teacher followed the student
+
+
+def test_asking_for_the_lightly_peer_without_lightly_is_one_clear_line(monkeypatch, capsys):
+    """Refused before any configuration runs (it was a traceback from the first child process)."""
+    bench = _bench()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lightly" else real(name, *a)
+    )
+    monkeypatch.setattr(bench, "run_child", lambda *a, **k: pytest.fail("a configuration ran"))
+    monkeypatch.setattr(bench.sys, "argv", ["pretrain_throughput.py", "--only", "default", "--lightly"])
+    with pytest.raises(SystemExit) as exit_:
+        bench.main()
+    assert exit_.value.code == 2
+    assert "--lightly needs lightly: `pip install lightly`" in capsys.readouterr().err

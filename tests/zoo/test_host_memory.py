@@ -91,3 +91,23 @@ def test_another_preloaded_allocator_or_libc_is_left_alone(monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.setattr(host_memory.sys, "platform", "darwin")
     assert host_memory.keep_freed_host_memory() == "left as it is (not glibc)"
+
+
+def test_the_training_evaluation_and_embedding_commands_keep_it(tmp_path, monkeypatch):
+    """Each command calls it once, before its work (here: work that then fails on a missing input)."""
+    import medssl_zoo.embed as embed_cli
+    import medssl_zoo.train.evaluate as evaluate_cli
+    import medssl_zoo.train.pretrain as pretrain
+    from medssl_zoo.train.config import parse_args
+    from tests.train.tiny import args
+
+    calls = []
+    for module in (embed_cli, evaluate_cli, pretrain):
+        monkeypatch.setattr(
+            module, "keep_freed_host_memory", lambda m=module: calls.append(m.__name__) or "kept"
+        )
+    missing = str(tmp_path / "missing")
+    assert evaluate_cli.main([missing]) != 0
+    assert embed_cli.main([missing, missing, "--out", str(tmp_path / "out")]) != 0
+    pretrain.Trainer(parse_args(args(tmp_path / "run"))[0])
+    assert calls == ["medssl_zoo.train.evaluate", "medssl_zoo.embed", "medssl_zoo.train.pretrain"]
