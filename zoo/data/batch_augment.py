@@ -200,7 +200,7 @@ class BatchAugment:
         shift, so each grid coordinate is ``scale * base + shift`` (the values ``F.affine_grid`` computes with a
         batched matrix product, 10x slower here), and a flipped sample reads its grid's columns in reverse order
         (the same pixels as flipping the output: each output pixel depends on its grid point only)."""
-        n, _, h, w = x.shape
+        h, w = x.shape[-2:]
         lo, hi = self.policy.crop_scale
         area = h * w * (lo + (hi - lo) * rand(RandomStream.CROP_AREA))
         log_lo, log_hi = (math.log(r) for r in self.policy.crop_ratio)
@@ -211,16 +211,12 @@ class BatchAugment:
         base = _grid_base(self.size, x.device)  # S: pixel centres of the output in [-1, 1]
         flip = (rand(RandomStream.FLIP) < 0.5).view(-1, 1)  # N x 1
         across = torch.where(flip, base.flip(0), base)  # N x S
-        gx = (cw / w).view(-1, 1) * across + ((2 * x0 + cw) / w - 1).view(
-            -1, 1
-        )  # N x S: input x of each column
-        gy = (ch / h).view(-1, 1) * base + ((2 * y0 + ch) / h - 1).view(-1, 1)  # N x S: input y of each row
+        gx = (cw / w).view(-1, 1) * across + ((2 * x0 + cw) / w - 1).view(-1, 1)  # N x S: input x per column
+        gy = (ch / h).view(-1, 1) * base + ((2 * y0 + ch) / h - 1).view(-1, 1)  # N x S: input y per row
         grid = torch.stack(
-            (gx.unsqueeze(1).expand(n, self.size, -1), gy.unsqueeze(2).expand(n, -1, self.size)), -1
+            (gx.unsqueeze(1).expand(-1, self.size, -1), gy.unsqueeze(2).expand(-1, -1, self.size)), -1
         )
-        return F.grid_sample(
-            x, grid, mode="bilinear", padding_mode="border", align_corners=False
-        )  # N x C x S x S
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _jitter(self, x: torch.Tensor, rand, const: _Constants) -> torch.Tensor:
         """ColorJitter with probability p: brightness, contrast, saturation (blends, as torchvision), hue."""
