@@ -16,7 +16,7 @@ after it lives: glibc 2.36 cannot reuse a freed block for an aligned request of 
 over 64 MiB made by a thread other than the main one are still mapped and unmapped each time (a thread arena's heap
 is 64 MiB), as without the call. It is what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1``
 in the environment do (see ``man 3 mallopt``: -1 "disables trimming completely"; the largest positive int,
-2147483647, would trim the heap whenever a step frees more than 2 GiB, and every page would be faulted in again);
+2147483647, would trim the heap whenever a step frees more than 2 GiB, its pages faulted in again at the next);
 a user who sets any of glibc's malloc variables, or preloads another allocator (jemalloc, tcmalloc, mimalloc),
 keeps their choice. A process with no glibc (macOS, Windows, musl) is left as it is.
 """
