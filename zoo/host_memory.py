@@ -10,11 +10,15 @@ the default run 723 -> 814-826 samples/s, a ResNet-50 step at batch 32 and 224 p
 a ResNet-50 at 224 px (bench/embed_throughput.py): forward 35.4 -> 44.8 images/s, medssl-embed 27.3 -> 29.6.
 
 :func:`keep_freed_host_memory` sets glibc's ``M_MMAP_MAX`` to 0 (every block from the heap, where a freed block is
-reused) and ``M_TRIM_THRESHOLD`` to its largest value (the heap keeps what it has): the process then holds its peak
-memory, which a training loop reaches every step anyway. It is what ``MALLOC_MMAP_MAX_=0
-MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment do (see ``man 3 mallopt``); a user who sets any of glibc's
-malloc variables, or preloads another allocator (jemalloc, tcmalloc, mimalloc), keeps their choice. A process
-with no glibc (macOS, Windows, musl) is left as it is.
+reused) and ``M_TRIM_THRESHOLD`` to "never" (the heap keeps what it has): the process then holds its peak memory,
+which a training loop reaches every step anyway (up to twice a large block allocated again while something made
+after it lives: glibc 2.36 cannot reuse a freed block for an aligned request of its own size, torch's). Blocks
+over 64 MiB made by a thread other than the main one are still mapped and unmapped each time (a thread arena's heap
+is 64 MiB), as without the call. It is what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=-1``
+in the environment do (see ``man 3 mallopt``: -1 "disables trimming completely"; the largest positive int,
+2147483647, would trim the heap whenever a step frees more than 2 GiB, its pages faulted in again at the next);
+a user who sets any of glibc's malloc variables, or preloads another allocator (jemalloc, tcmalloc, mimalloc),
+keeps their choice. A process with no glibc (macOS, Windows, musl) is left as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +30,21 @@ import sys
 __all__ = ["keep_freed_host_memory"]
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
-TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: the largest is "never trim"
+TRIM_THRESHOLD = (
+    -1
+)  # mallopt's int, read by glibc as a size_t: SIZE_MAX, "never trim" (2**31 - 1 is only 2 GiB)
+# glibc's malloc environment variables (glibc's manual, "Memory Allocation Tunables": each tunable's alias);
+# MALLOC_ARENA_MAX and MALLOC_ARENA_TEST have no trailing underscore
+_GLIBC_MALLOC_VARIABLES = (
+    "MALLOC_ARENA_MAX",
+    "MALLOC_ARENA_TEST",
+    "MALLOC_CHECK_",
+    "MALLOC_MMAP_MAX_",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_PERTURB_",
+    "MALLOC_TOP_PAD_",
+    "MALLOC_TRIM_THRESHOLD_",
+)
 _ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 _kept = False
 
@@ -52,7 +70,7 @@ def keep_freed_host_memory() -> str:
 
 def _users_choice() -> str | None:
     """Why the user's own allocator settings stand, if they made any."""
-    chosen = sorted(name for name in os.environ if name.startswith("MALLOC_") and name.endswith("_"))
+    chosen = [name for name in _GLIBC_MALLOC_VARIABLES if name in os.environ]
     if "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         chosen.append("GLIBC_TUNABLES")
     if chosen:

@@ -142,6 +142,7 @@ class BatchAugment:
         self.size, self.channels, self.seed = image_size, channels, seed
         self.policy: AugmentPolicy = get_policy(policy, paper_mode, crop_scale)
         self.kernel = blur_kernel(self.policy, image_size)
+        _check_blur_fits(self.policy, self.kernel, image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self._on_device: dict[torch.device, _Constants] = {}
@@ -257,6 +258,17 @@ def unit_batch(images: torch.Tensor, channels: int) -> torch.Tensor:
             f"BatchAugment expects uint8 N x {channels} x H x W, got {images.dtype} {tuple(images.shape)}"
         )
     return images.float().div_(255)
+
+
+def _check_blur_fits(policy: AugmentPolicy, kernel: int, size: int) -> None:
+    """Refuse, when the augmenter is made, views too small for the policy's blur: its reflect padding needs more
+    pixels than the kernel's half (``F.pad``), and every sample is blurred (the choice is a blend), so the first batch
+    would fail with PyTorch's own message otherwise."""
+    if size <= kernel // 2 and any(policy.for_view(v).blur_p > 0 for v in range(VIEWS_PER_SAMPLE)):
+        raise ValueError(
+            f"the {policy.name!r} augmentation policy blurs with a {kernel} px kernel, which needs views of at least "
+            f"{kernel // 2 + 1} px, got {size} px: use a larger --image-size / --local-size, or another --augment"
+        )
 
 
 def _grid_base(size: int, device: torch.device) -> torch.Tensor:
