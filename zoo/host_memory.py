@@ -30,9 +30,8 @@ import sys
 __all__ = ["keep_freed_host_memory"]
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's malloc.h
-TRIM_THRESHOLD = (
-    -1
-)  # mallopt's int, read by glibc as a size_t: SIZE_MAX, "never trim" (2**31 - 1 is only 2 GiB)
+# mallopt's int, read by glibc as a size_t: -1 is SIZE_MAX, "never trim" (2**31 - 1 would be 2 GiB only)
+TRIM_THRESHOLD = -1
 # glibc's malloc environment variables (glibc's manual, "Memory Allocation Tunables": each tunable's alias);
 # MALLOC_ARENA_MAX and MALLOC_ARENA_TEST have no trailing underscore
 _GLIBC_MALLOC_VARIABLES = (
