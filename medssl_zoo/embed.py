@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         EmbedOptions(**options)
     except ValueError as e:
         p.error(str(e).replace("_", "-"))
-    log.info("host memory freed by a batch: %s for the next (zoo.host_memory)", keep_freed_host_memory())
+    log.info("host memory a batch frees (zoo.host_memory): %s", keep_freed_host_memory())
     try:
         embed(args.model, args.data, args.out, **options)
     except (ValueError, OSError, zoo.ModelNotAvailableError) as e:

@@ -166,7 +166,7 @@ def main(argv=None) -> int:
 
         return compare_main(argv)
     target, options = parse_args(argv)
-    log.info("host memory freed by a step: %s for the next (zoo.host_memory)", keep_freed_host_memory())
+    log.info("host memory a step frees (zoo.host_memory): %s", keep_freed_host_memory())
     try:
         result = evaluate(target, options)
     except (ValueError, FileNotFoundError, zoo.ModelNotAvailableError) as e:

@@ -275,7 +275,7 @@ class Trainer:
         self.accelerator = build_accelerator(cfg)
         self.main = self.accelerator.is_main_process
         setup_threads(cfg, self.accelerator)
-        log.info("host memory freed by a step: %s for the next (zoo.host_memory)", keep_freed_host_memory())
+        log.info("host memory a step frees (zoo.host_memory): %s", keep_freed_host_memory())
         claim = claim_run_dir(self.accelerator, cfg, resume)
         self.run_dir, self.run_id = claim.run_dir, claim.run_id
         try:
