@@ -7,17 +7,13 @@ back to the OS after every step with a trim threshold of 2**31 - 1, the pages fa
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 import zoo.host_memory as host_memory
+from tests.helpers.fresh_process import run_json
 
-ROOT = Path(__file__).resolve().parents[2]
 BLOCKS, BLOCK_MIB, TOUCHED_MIB = 52, 50, 1  # 2.54 GiB of address space per step, 52 MiB of it written
 ROUNDS = 3
 
@@ -47,20 +43,11 @@ CHILD = textwrap.dedent(
 TOUCHED_PAGES = ROUNDS * BLOCKS * TOUCHED_MIB * 256
 
 
-def _run(code: str, **env: str) -> dict:
-    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.timeout(150)
 @pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's mallopt only (Linux with glibc)")
 def test_a_step_freeing_more_than_2_gib_is_kept_too():
     """Only address space: the blocks are barely written, so the test needs ~60 MiB of memory."""
-    result = _run(CHILD)
+    result = run_json(CHILD)
     assert result["status"] == "kept"
     assert result["faults"] < 0.05 * TOUCHED_PAGES  # ~0; trimmed every step, it was every touched page again
 
@@ -70,4 +57,4 @@ def test_a_step_freeing_more_than_2_gib_is_kept_too():
 def test_a_users_arena_settings_stand(name):
     """glibc's two malloc variables without a trailing underscore count as a user's choice like the others."""
     code = "import json; from zoo.host_memory import keep_freed_host_memory as k; print(json.dumps(k()))"
-    assert _run(code, **{name: "2"}) == f"left as set ({name})"
+    assert run_json(code, **{name: "2"}) == f"left as set ({name})"

@@ -4,17 +4,13 @@ process-wide); a user's own allocator settings stand."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 import zoo.host_memory as host_memory
+from tests.helpers.fresh_process import run_json
 
-ROOT = Path(__file__).resolve().parents[2]
 BLOCK_MIB = 48  # above glibc's largest mmap threshold (32 MiB): only M_MMAP_MAX = 0 keeps such a block
 ROUNDS = 8
 
@@ -45,16 +41,7 @@ CHILD = textwrap.dedent(
 
 
 def _run(mode: str, **env: str) -> dict:
-    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, mode],
-        capture_output=True,
-        text=True,
-        env={**base, **env},
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(CHILD, mode, **env)
 
 
 PAGES_PER_ROUND = (BLOCK_MIB + 4) * 256  # 4 KiB pages written per round
